@@ -1,0 +1,700 @@
+//! cli: command-line and environment parsing into typed configurations.
+//!
+//! It owns the table of every flag, its environment variable and its default, so help text,
+//! parsing and error messages come from one place. A flag on the command line wins over its
+//! environment variable. It must not start anything: it only turns strings into settings, or
+//! into one clear error line (exit code 2).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::node::{NodeConfig, IP_UDP_OVERHEAD};
+use crate::reflector::ReflectorConfig;
+use crate::udp::SocketOptions;
+
+/// One flag of a subcommand.
+pub struct Flag {
+    /// Long name without dashes, e.g. `bind`.
+    pub name: &'static str,
+    /// Environment variable that supplies it when the flag is absent.
+    pub env: &'static str,
+    /// Placeholder for the value in help text.
+    pub value: &'static str,
+    /// Default, if the flag is optional.
+    pub default: Option<&'static str>,
+    /// One line of help.
+    pub help: &'static str,
+}
+
+const fn flag(
+    name: &'static str,
+    env: &'static str,
+    value: &'static str,
+    default: Option<&'static str>,
+    help: &'static str,
+) -> Flag {
+    Flag {
+        name,
+        env,
+        value,
+        default,
+        help,
+    }
+}
+
+/// Flags of `elayday server`.
+pub const SERVER_FLAGS: &[Flag] = &[
+    flag(
+        "bind",
+        "ELAYDAY_BIND",
+        "ADDR:PORT",
+        None,
+        "UDP address to receive datagrams on",
+    ),
+    flag(
+        "destination",
+        "ELAYDAY_DESTINATION",
+        "HOST:PORT",
+        None,
+        "next hop of the loop: another node or a reflector",
+    ),
+    flag(
+        "bind-grpc",
+        "ELAYDAY_BIND_GRPC",
+        "ADDR:PORT",
+        Some(""),
+        "serve the gRPC API here (off when empty)",
+    ),
+    flag(
+        "mtu",
+        "ELAYDAY_MTU",
+        "BYTES",
+        Some("1280"),
+        "largest IP packet to send; datagrams are MTU - 48 bytes",
+    ),
+    flag(
+        "max-value-size",
+        "ELAYDAY_MAX_VALUE_SIZE",
+        "BYTES",
+        Some("256M"),
+        "largest value to store or fetch (also the gRPC message limit)",
+    ),
+    flag(
+        "socket-buffer",
+        "ELAYDAY_SOCKET_BUFFER",
+        "BYTES",
+        Some("64M"),
+        "kernel UDP buffer to ask for, each direction",
+    ),
+    flag(
+        "loop-timeout",
+        "ELAYDAY_LOOP_TIMEOUT",
+        "SECONDS",
+        Some("2"),
+        "silence (no probe back) after which the loop counts as broken; at least 3 loop periods",
+    ),
+];
+
+/// Flags of `elayday reflector`.
+pub const REFLECTOR_FLAGS: &[Flag] = &[
+    flag(
+        "bind",
+        "ELAYDAY_BIND",
+        "ADDR:PORT",
+        None,
+        "UDP address to reflect on",
+    ),
+    flag(
+        "delay",
+        "ELAYDAY_DELAY",
+        "SECONDS",
+        Some("1"),
+        "how long to hold each datagram before sending it back (fractions allowed)",
+    ),
+    flag(
+        "max-buffer",
+        "ELAYDAY_MAX_BUFFER",
+        "BYTES",
+        Some("256M"),
+        "memory for held datagrams; what does not fit is dropped and counted",
+    ),
+    flag(
+        "socket-buffer",
+        "ELAYDAY_SOCKET_BUFFER",
+        "BYTES",
+        Some("64M"),
+        "kernel UDP buffer to ask for, each direction",
+    ),
+];
+
+/// A usage error: one line for the user, exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(message: impl Into<String>) -> UsageError {
+    UsageError(message.into())
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Run a node.
+    Server {
+        node: NodeConfig,
+        grpc: Option<SocketAddr>,
+    },
+    /// Run a reflector.
+    Reflector(ReflectorConfig),
+    /// Print this text to stdout and exit 0.
+    Print(String),
+}
+
+/// Parses `elayday ARGS...` (without the program name), reading environment variables through
+/// `env` so tests can supply their own.
+pub fn parse(
+    args: impl IntoIterator<Item = OsString>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Invocation, UsageError> {
+    let mut parser = lexopt::Parser::from_args(args);
+    let command = match parser.next().map_err(|e| usage(e.to_string()))? {
+        Some(lexopt::Arg::Value(v)) => v
+            .into_string()
+            .map_err(|_| usage("the subcommand is not valid UTF-8"))?,
+        Some(lexopt::Arg::Long("help")) | Some(lexopt::Arg::Short('h')) | None => {
+            return Ok(Invocation::Print(main_help()))
+        }
+        Some(lexopt::Arg::Long("version")) | Some(lexopt::Arg::Short('V')) => {
+            return Ok(Invocation::Print(version_line()))
+        }
+        Some(other) => {
+            return Err(usage(format!(
+                "unexpected {}; expected a subcommand (see elayday --help)",
+                describe(&other)
+            )))
+        }
+    };
+    let flags = match command.as_str() {
+        "server" => SERVER_FLAGS,
+        "reflector" => REFLECTOR_FLAGS,
+        "help" => return Ok(Invocation::Print(main_help())),
+        other => {
+            return Err(usage(format!(
+                "unknown subcommand '{other}' (expected server or reflector; see elayday --help)"
+            )))
+        }
+    };
+    let values = match collect(&mut parser, &command, flags, &env)? {
+        Collected::Values(values) => values,
+        Collected::Help => return Ok(Invocation::Print(command_help(&command, flags))),
+        Collected::Version => return Ok(Invocation::Print(version_line())),
+    };
+    match command.as_str() {
+        "server" => server(&values),
+        _ => reflector(&values),
+    }
+}
+
+enum Collected {
+    Values(Values),
+    Help,
+    Version,
+}
+
+/// The raw value of each flag and where it came from (for error messages).
+pub struct Values {
+    entries: Vec<(&'static Flag, Option<(String, String)>)>,
+}
+
+impl Values {
+    fn get(&self, name: &str) -> Option<(&str, &str)> {
+        let (_, value) = self.entries.iter().find(|(f, _)| f.name == name)?;
+        value
+            .as_ref()
+            .map(|(v, source)| (v.as_str(), source.as_str()))
+    }
+
+    fn required(&self, name: &str) -> Result<(&str, &str), UsageError> {
+        self.get(name).ok_or_else(|| {
+            let flag = self
+                .entries
+                .iter()
+                .find(|(f, _)| f.name == name)
+                .expect("known flag")
+                .0;
+            usage(format!("--{name} is required (or set {})", flag.env))
+        })
+    }
+}
+
+fn collect(
+    parser: &mut lexopt::Parser,
+    command: &str,
+    flags: &'static [Flag],
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Collected, UsageError> {
+    let mut given: Vec<Option<String>> = vec![None; flags.len()];
+    while let Some(arg) = parser.next().map_err(|e| usage(e.to_string()))? {
+        match arg {
+            lexopt::Arg::Long("help") | lexopt::Arg::Short('h') => return Ok(Collected::Help),
+            lexopt::Arg::Long("version") | lexopt::Arg::Short('V') => {
+                return Ok(Collected::Version)
+            }
+            lexopt::Arg::Long(name) => {
+                let name = name.to_owned();
+                let Some(index) = flags.iter().position(|f| f.name == name) else {
+                    return Err(usage(format!(
+                        "unknown flag --{name} for 'elayday {command}' (see elayday {command} --help)"
+                    )));
+                };
+                let value = parser.value().map_err(|_| {
+                    usage(format!("--{name} needs a value ({})", flags[index].value))
+                })?;
+                let value = value
+                    .into_string()
+                    .map_err(|_| usage(format!("--{name}: the value is not valid UTF-8")))?;
+                given[index] = Some(value);
+            }
+            other => {
+                return Err(usage(format!(
+                    "unexpected {} for 'elayday {command}' (see elayday {command} --help)",
+                    describe(&other)
+                )))
+            }
+        }
+    }
+    let entries = flags
+        .iter()
+        .zip(given)
+        .map(|(flag, given)| {
+            let value = match given {
+                Some(v) => Some((v, format!("--{}", flag.name))),
+                None => match env(flag.env) {
+                    Some(v) => Some((v, flag.env.to_string())),
+                    None => flag
+                        .default
+                        .map(|d| (d.to_string(), format!("--{}", flag.name))),
+                },
+            };
+            (flag, value)
+        })
+        .collect();
+    Ok(Collected::Values(Values { entries }))
+}
+
+fn describe(arg: &lexopt::Arg) -> String {
+    match arg {
+        lexopt::Arg::Short(c) => format!("flag -{c}"),
+        lexopt::Arg::Long(l) => format!("flag --{l}"),
+        lexopt::Arg::Value(v) => format!("argument '{}'", v.to_string_lossy()),
+    }
+}
+
+fn server(values: &Values) -> Result<Invocation, UsageError> {
+    let (bind, source) = values.required("bind")?;
+    let bind = socket_addr(bind, source)?;
+    let (destination, source) = values.required("destination")?;
+    let destination = resolve(destination, source, bind)?;
+    let grpc = match values.get("bind-grpc") {
+        Some(("", _)) | None => None,
+        Some((addr, source)) => Some(socket_addr(addr, source)?),
+    };
+    let (mtu, source) = values.required("mtu")?;
+    let mtu = bytes(mtu, source)?;
+    if !(1280..=9216).contains(&mtu) {
+        return Err(usage(format!(
+            "{source}: {mtu} is out of range (1280 to 9216 bytes: the IPv6 minimum to jumbo frames)"
+        )));
+    }
+    let (max_value, source) = values.required("max-value-size")?;
+    let max_value_size = bytes(max_value, source)?;
+    let grpc_limit = (i32::MAX as u64) - (1 << 20);
+    if max_value_size > grpc_limit {
+        return Err(usage(format!(
+            "{source}: {max_value_size} is more than gRPC can carry in one message ({grpc_limit} bytes)"
+        )));
+    }
+    let (socket_buffer, source) = values.required("socket-buffer")?;
+    let socket_buffer = bytes(socket_buffer, source)? as usize;
+    let (timeout, source) = values.required("loop-timeout")?;
+    let loop_timeout = seconds(timeout, source)?;
+    if loop_timeout < Duration::from_millis(10) {
+        return Err(usage(format!("{source}: must be at least 0.01 seconds")));
+    }
+    let node = NodeConfig {
+        bind,
+        destination,
+        mtu: mtu as usize,
+        max_value_size,
+        socket_buffer,
+        loop_timeout,
+    };
+    debug_assert!(node.mtu > IP_UDP_OVERHEAD);
+    Ok(Invocation::Server { node, grpc })
+}
+
+fn reflector(values: &Values) -> Result<Invocation, UsageError> {
+    let (bind, source) = values.required("bind")?;
+    let bind = socket_addr(bind, source)?;
+    let (delay, source) = values.required("delay")?;
+    let delay = seconds(delay, source)?;
+    let (max_buffer, source) = values.required("max-buffer")?;
+    let max_buffer = bytes(max_buffer, source)?;
+    if max_buffer < 64 * 1024 {
+        return Err(usage(format!("{source}: must be at least 64K")));
+    }
+    let (socket_buffer, source) = values.required("socket-buffer")?;
+    let socket_buffer = bytes(socket_buffer, source)? as usize;
+    Ok(Invocation::Reflector(ReflectorConfig {
+        bind,
+        delay,
+        max_buffer: max_buffer as usize,
+        socket: SocketOptions {
+            recv_buffer: socket_buffer,
+            send_buffer: socket_buffer,
+        },
+    }))
+}
+
+/// `[::1]:24601` or `127.0.0.1:24601`.
+pub fn socket_addr(text: &str, source: &str) -> Result<SocketAddr, UsageError> {
+    text.parse().map_err(|_| {
+        usage(format!(
+            "{source}: '{text}' is not an address with a port (e.g. [::1]:24601 or 127.0.0.1:24601)"
+        ))
+    })
+}
+
+/// Resolves `host:port` to an address of the same family as the local socket.
+pub fn resolve(text: &str, source: &str, bind: SocketAddr) -> Result<SocketAddr, UsageError> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return same_family(addr, bind).ok_or_else(|| family_error(text, source, bind));
+    }
+    let needs_port = || {
+        usage(format!(
+            "{source}: '{text}' needs a port (e.g. node2.example:24601)"
+        ))
+    };
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => rest.split_once("]:").ok_or_else(needs_port)?,
+        None => match text.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => (host, port),
+            _ => return Err(needs_port()),
+        },
+    };
+    let port: u16 = port.parse().map_err(|_| {
+        usage(format!(
+            "{source}: '{port}' in '{text}' is not a port number"
+        ))
+    })?;
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| usage(format!("{source}: cannot resolve '{host}': {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find_map(|&a| same_family(a, bind))
+        .ok_or_else(|| family_error(text, source, bind))
+}
+
+fn same_family(addr: SocketAddr, bind: SocketAddr) -> Option<SocketAddr> {
+    match (addr, bind) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => {
+            Some(addr)
+        }
+        // An IPv6 socket reaches IPv4 peers through mapped addresses (when not IPv6-only).
+        (SocketAddr::V4(v4), SocketAddr::V6(b)) if b.ip().is_unspecified() => {
+            Some(SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()))
+        }
+        _ => None,
+    }
+}
+
+fn family_error(text: &str, source: &str, bind: SocketAddr) -> UsageError {
+    let family = if bind.is_ipv4() { "IPv4" } else { "IPv6" };
+    usage(format!(
+        "{source}: '{text}' has no {family} address, but --bind {bind} is {family}"
+    ))
+}
+
+/// `1500`, `64K`, `256M`, `1G` (binary multiples; `KiB`/`MiB`/`GiB` and `B` also accepted).
+pub fn bytes(text: &str, source: &str) -> Result<u64, UsageError> {
+    let bad = || {
+        usage(format!(
+            "{source}: '{text}' is not a size in bytes (e.g. 65536, 64K, 256M, 1G)"
+        ))
+    };
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, suffix) = t.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(1 << shift).ok_or_else(bad)
+}
+
+/// `1`, `0.5`, `2.25` seconds.
+pub fn seconds(text: &str, source: &str) -> Result<Duration, UsageError> {
+    let value: f64 = text.trim().trim_end_matches('s').parse().map_err(|_| {
+        usage(format!(
+            "{source}: '{text}' is not a number of seconds (e.g. 1 or 0.25)"
+        ))
+    })?;
+    if !value.is_finite() || !(0.0..=86_400.0).contains(&value) {
+        return Err(usage(format!(
+            "{source}: {text} is out of range (0 to 86400 seconds)"
+        )));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn version_line() -> String {
+    format!("elayday {}\n", env!("CARGO_PKG_VERSION"))
+}
+
+fn main_help() -> String {
+    format!(
+        "elayday {} — a key-value store that keeps its data in the network\n\n\
+         Usage: elayday <COMMAND> [FLAGS]\n\n\
+         Commands:\n  \
+           server     run a node: forward the loop's datagrams, serve the gRPC API\n  \
+           reflector  send every datagram back to its sender after a delay\n\n\
+         Run 'elayday <COMMAND> --help' for the flags of a command.\n\
+         Logging: RUST_LOG=debug|info|warn|error (default info).\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Help text of a subcommand, generated from its flag table.
+pub fn command_help(command: &str, flags: &[Flag]) -> String {
+    let mut out = format!("Usage: elayday {command} [FLAGS]\n\nFlags (each also read from its environment variable; the flag wins):\n");
+    for f in flags {
+        let left = format!("--{} {}", f.name, f.value);
+        let default = match f.default {
+            Some("") => String::new(),
+            Some(d) => format!(" [default: {d}]"),
+            None => " (required)".to_string(),
+        };
+        out.push_str(&format!(
+            "  {left:<30} {}{default}\n  {:<30} env: {}\n",
+            f.help, "", f.env
+        ));
+    }
+    out.push_str("  -h, --help                     print this help\n  -V, --version                  print the version\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Invocation, UsageError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(args.iter().map(OsString::from), move |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn seed_server_command_line() {
+        let Ok(Invocation::Server { node, grpc }) = run(
+            &[
+                "server",
+                "--bind",
+                "[::1]:24601",
+                "--destination",
+                "[::1]:24602",
+                "--bind-grpc",
+                "[::1]:24603",
+            ],
+            &[],
+        ) else {
+            panic!("parses")
+        };
+        assert_eq!(node.bind, "[::1]:24601".parse().unwrap());
+        assert_eq!(node.destination, "[::1]:24602".parse().unwrap());
+        assert_eq!(grpc, Some("[::1]:24603".parse().unwrap()));
+        assert_eq!(node.mtu, 1280);
+        assert_eq!(node.max_value_size, 256 << 20);
+    }
+
+    #[test]
+    fn environment_fills_in_and_flags_win() {
+        let env = [
+            ("ELAYDAY_BIND", "127.0.0.1:1"),
+            ("ELAYDAY_DESTINATION", "127.0.0.1:2"),
+            ("ELAYDAY_MTU", "1500"),
+        ];
+        let Ok(Invocation::Server { node, grpc }) = run(&["server", "--mtu", "9000"], &env) else {
+            panic!("parses")
+        };
+        assert_eq!(node.bind.port(), 1);
+        assert_eq!(node.mtu, 9000);
+        assert_eq!(grpc, None);
+    }
+
+    #[test]
+    fn seed_reflector_command_line() {
+        let Ok(Invocation::Reflector(r)) = run(
+            &["reflector", "--bind", "[::1]:24602", "--delay", "0.5"],
+            &[],
+        ) else {
+            panic!("parses")
+        };
+        assert_eq!(r.delay, Duration::from_millis(500));
+        assert_eq!(r.max_buffer, 256 << 20);
+    }
+
+    #[test]
+    fn bad_input_gives_one_clear_line() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["frobnicate"], "unknown subcommand 'frobnicate'"),
+            (
+                &["server", "--destination", "[::1]:2"],
+                "--bind is required (or set ELAYDAY_BIND)",
+            ),
+            (
+                &["server", "--bind", "nonsense", "--destination", "[::1]:2"],
+                "--bind: 'nonsense' is not an address",
+            ),
+            (
+                &["server", "--bind", "[::1]:1", "--destination", "[::1]"],
+                "needs a port",
+            ),
+            (
+                &[
+                    "server",
+                    "--bind",
+                    "[::1]:1",
+                    "--destination",
+                    "127.0.0.1:2",
+                ],
+                "has no IPv6 address",
+            ),
+            (
+                &[
+                    "server",
+                    "--bind",
+                    "[::1]:1",
+                    "--destination",
+                    "[::1]:2",
+                    "--mtu",
+                    "100",
+                ],
+                "out of range",
+            ),
+            (
+                &[
+                    "server",
+                    "--bind",
+                    "[::1]:1",
+                    "--destination",
+                    "[::1]:2",
+                    "--mtu",
+                    "lots",
+                ],
+                "not a size",
+            ),
+            (
+                &[
+                    "server",
+                    "--bind",
+                    "[::1]:1",
+                    "--destination",
+                    "[::1]:2",
+                    "--nope",
+                    "1",
+                ],
+                "unknown flag --nope",
+            ),
+            (&["server", "--bind"], "--bind needs a value"),
+            (&["server", "stray"], "unexpected argument 'stray'"),
+            (
+                &["reflector", "--bind", "[::1]:1", "--delay", "-1"],
+                "out of range",
+            ),
+            (
+                &["reflector", "--bind", "[::1]:1", "--delay", "soon"],
+                "not a number of seconds",
+            ),
+            (
+                &["reflector", "--bind", "[::1]:1", "--max-buffer", "1K"],
+                "at least 64K",
+            ),
+        ];
+        for (args, expected) in cases {
+            let error = run(args, &[]).expect_err(&format!("{args:?} must fail"));
+            assert!(
+                error.0.contains(expected),
+                "{args:?}: got '{error}', want '{expected}'"
+            );
+            assert!(!error.0.contains('\n'), "one line: {error}");
+        }
+    }
+
+    #[test]
+    fn environment_errors_name_the_variable() {
+        let error = run(
+            &["reflector", "--bind", "[::1]:1"],
+            &[("ELAYDAY_DELAY", "x")],
+        )
+        .unwrap_err();
+        assert!(error.0.starts_with("ELAYDAY_DELAY:"), "{error}");
+    }
+
+    #[test]
+    fn sizes_and_seconds() {
+        assert_eq!(bytes("64K", "x").unwrap(), 65536);
+        assert_eq!(bytes("1 GiB", "x").unwrap(), 1 << 30);
+        assert_eq!(bytes("1500", "x").unwrap(), 1500);
+        assert!(bytes("99999999999G", "x").is_err());
+        assert_eq!(seconds("0.25", "x").unwrap(), Duration::from_millis(250));
+        assert!(seconds("NaN", "x").is_err());
+    }
+
+    #[test]
+    fn host_names_resolve() {
+        let bind: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(
+            resolve("localhost:9", "x", bind).unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert!(resolve("no-such-host.invalid:9", "x", bind)
+            .unwrap_err()
+            .0
+            .contains("cannot resolve"));
+    }
+
+    #[test]
+    fn help_and_version() {
+        for args in [
+            &["--help"][..],
+            &["server", "--help"],
+            &["reflector", "-h"],
+            &["--version"],
+            &[],
+        ] {
+            assert!(
+                matches!(run(args, &[]), Ok(Invocation::Print(_))),
+                "{args:?}"
+            );
+        }
+    }
+}

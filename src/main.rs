@@ -1,0 +1,91 @@
+//! The `elayday` binary: parses the command line and runs a node or a reflector until SIGINT or
+//! SIGTERM. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use elayday::cli::{self, Invocation};
+use elayday::node::Node;
+use elayday::reflector::Reflector;
+use elayday::rpc::Api;
+use elayday::shutdown::Shutdown;
+
+fn main() -> ExitCode {
+    let invocation = match cli::parse(std::env::args_os().skip(1), |name| std::env::var(name).ok())
+    {
+        Ok(invocation) => invocation,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Invocation::Print(text) = invocation {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let shutdown = match Shutdown::on_signals() {
+        Ok(shutdown) => shutdown,
+        Err(e) => {
+            eprintln!("error: cannot set up signal handling: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match invocation {
+        Invocation::Server { node, grpc } => run_server(node, grpc, &shutdown),
+        Invocation::Reflector(config) => run_reflector(config, &shutdown),
+        Invocation::Print(_) => unreachable!("handled above"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_server(
+    config: elayday::node::NodeConfig,
+    grpc: Option<std::net::SocketAddr>,
+    shutdown: &Shutdown,
+) -> std::io::Result<()> {
+    let node = Node::start(config, shutdown)?;
+    let api = match grpc {
+        Some(addr) => match Api::start(addr, node.handle()) {
+            Ok(api) => Some(api),
+            Err(e) => {
+                shutdown.request();
+                node.join();
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    while !shutdown.wait_timeout(std::time::Duration::from_secs(3600)) {}
+    if let Some(api) = api {
+        api.stop();
+    }
+    let lost = node.join();
+    log::info!(
+        "stopped; {} bytes in {} datagrams ({} values) were circulating and are lost",
+        lost.circulating_bytes,
+        lost.circulating_datagrams,
+        lost.circulating_values
+    );
+    Ok(())
+}
+
+fn run_reflector(
+    config: elayday::reflector::ReflectorConfig,
+    shutdown: &Shutdown,
+) -> std::io::Result<()> {
+    let reflector = Reflector::bind(config)?;
+    let stats = reflector.run(shutdown)?;
+    log::info!(
+        "stopped; {} bytes in {} datagrams were held and are lost",
+        stats.held_bytes,
+        stats.held_datagrams
+    );
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! pending: the table where gRPC calls wait for the processor's answer.
+//!
+//! A gRPC handler registers a request id here, sends the processor a command and parks its task
+//! (a waker, not a thread) until the processor fills in the answer. The table is the only state
+//! the gRPC threads and the processor share; it holds answers in transit, never protocol state.
+//! It must not block: every critical section is a map lookup.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Waker;
+
+use parking_lot::Mutex;
+
+use crate::node::{Answer, RequestId};
+
+#[derive(Default)]
+struct Entry {
+    answer: Option<Answer>,
+    waker: Option<Waker>,
+}
+
+/// Requests that a gRPC call is waiting on, keyed by id.
+#[derive(Default)]
+pub struct Pending {
+    next_id: AtomicU64,
+    entries: Mutex<HashMap<RequestId, Entry>>,
+}
+
+impl Pending {
+    /// Opens a slot for a new request and returns its id.
+    pub fn register(&self) -> RequestId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.entries.lock().insert(id, Entry::default());
+        id
+    }
+
+    /// Delivers the answer to request `id` and wakes its caller. Returns false when the caller
+    /// has gone away (cancelled or past its deadline); the answer is then dropped.
+    pub fn complete(&self, id: RequestId, answer: Answer) -> bool {
+        let waker = {
+            let mut entries = self.entries.lock();
+            let Some(entry) = entries.get_mut(&id) else {
+                return false;
+            };
+            entry.answer = Some(answer);
+            entry.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
+    /// Takes the answer of request `id` if it is there (closing the slot); otherwise remembers
+    /// `waker` to be woken when it arrives.
+    pub fn take_or_park(&self, id: RequestId, waker: &Waker) -> Option<Answer> {
+        let mut entries = self.entries.lock();
+        let entry = entries.get_mut(&id)?;
+        match entry.answer.take() {
+            Some(answer) => {
+                entries.remove(&id);
+                Some(answer)
+            }
+            None => {
+                match &mut entry.waker {
+                    Some(parked) if parked.will_wake(waker) => {}
+                    parked => *parked = Some(waker.clone()),
+                }
+                None
+            }
+        }
+    }
+
+    /// Closes the slot of a request whose caller has gone away.
+    pub fn forget(&self, id: RequestId) {
+        self.entries.lock().remove(&id);
+    }
+
+    /// Requests currently waiting.
+    pub fn len(&self) -> usize {
+        self.entries.lock().len()
+    }
+
+    /// Whether no request is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

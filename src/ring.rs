@@ -1,0 +1,230 @@
+//! ring: the node's datagram path, one OS thread per role.
+//!
+//! It owns the node's UDP socket, a fixed pool of [`Batch`]es and the two I/O threads:
+//! `udp-recv` fills batches with recvmmsg and hands them to the processor, `udp-send` sends the
+//! datagrams the processor kept (forwarded or new) to the next hop with sendmmsg and returns the
+//! batch to the pool. Batches travel by channel, so each has exactly one owner at a time and
+//! nothing is allocated per datagram. It must not look inside datagrams: the processor decides.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::shutdown::Shutdown;
+use crate::udp::{self, Batch, SocketOptions};
+
+/// Batches in circulation inside one node (each holds up to [`udp::BATCH_SLOTS`] datagrams).
+pub const POOL_BATCHES: usize = 64;
+/// How often a blocked I/O thread looks at the shutdown flag.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Counters written only by the I/O threads, read by anyone.
+#[derive(Debug, Default)]
+pub struct IoCounters {
+    /// Datagrams received.
+    pub received: AtomicU64,
+    /// Bytes received.
+    pub received_bytes: AtomicU64,
+    /// Datagrams longer than `--mtu` allows, cut by the kernel and dropped.
+    pub truncated: AtomicU64,
+    /// Datagrams the kernel dropped because the receive buffer was full.
+    pub kernel_drops: AtomicU64,
+    /// Datagrams handed to the kernel for sending.
+    pub sent: AtomicU64,
+    /// Bytes handed to the kernel for sending.
+    pub sent_bytes: AtomicU64,
+    /// Datagrams the kernel refused to send.
+    pub send_failed: AtomicU64,
+}
+
+/// The channel ends the processor works with.
+pub struct RingPorts {
+    /// Filled batches from `udp-recv`.
+    pub inbound: Receiver<Box<Batch>>,
+    /// Batches to send; dropping this sender stops `udp-send`.
+    pub outbound: Sender<Box<Batch>>,
+    /// Free batches, for new frames.
+    pub pool: Receiver<Box<Batch>>,
+}
+
+/// The running I/O threads of a node.
+pub struct Ring {
+    /// Address the UDP socket is bound to.
+    pub local_addr: SocketAddr,
+    /// Effective kernel buffer sizes (receive, send).
+    pub buffers: (usize, usize),
+    /// I/O counters.
+    pub counters: Arc<IoCounters>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Ring {
+    /// Binds `bind`, starts `udp-recv` and `udp-send` towards `destination` and returns the
+    /// ports for the processor. `slot_size` is the largest datagram the node sends or accepts.
+    pub fn start(
+        bind: SocketAddr,
+        destination: SocketAddr,
+        slot_size: usize,
+        options: &SocketOptions,
+        shutdown: &Shutdown,
+    ) -> io::Result<(Ring, RingPorts)> {
+        let bound = udp::bind(bind, options)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {bind}: {e}")))?;
+        let local_addr = bound.socket.local_addr()?;
+        bound.socket.set_read_timeout(Some(POLL_INTERVAL))?;
+        let send_socket = bound.socket.try_clone()?;
+
+        let (free_tx, free_rx) = crossbeam_channel::bounded(POOL_BATCHES);
+        for _ in 0..POOL_BATCHES {
+            free_tx
+                .send(Box::new(Batch::new(slot_size)))
+                .expect("pool has room for every batch");
+        }
+        let (inbound_tx, inbound_rx) = crossbeam_channel::bounded(POOL_BATCHES);
+        let (outbound_tx, outbound_rx) = crossbeam_channel::bounded(POOL_BATCHES);
+        let counters = Arc::new(IoCounters::default());
+
+        let recv = {
+            let free = free_rx.clone();
+            let counters = counters.clone();
+            let shutdown = shutdown.clone();
+            let receiver = udp::Receiver::new(bound.socket, slot_size);
+            spawn("udp-recv", move || {
+                receive(receiver, free, inbound_tx, &counters, &shutdown)
+            })?
+        };
+        let send = {
+            let counters = counters.clone();
+            let sender = udp::Sender::new(send_socket);
+            spawn("udp-send", move || {
+                transmit(sender, destination, outbound_rx, free_tx, &counters)
+            })?
+        };
+        let ring = Ring {
+            local_addr,
+            buffers: (bound.recv_buffer, bound.send_buffer),
+            counters,
+            threads: vec![recv, send],
+        };
+        let ports = RingPorts {
+            inbound: inbound_rx,
+            outbound: outbound_tx,
+            pool: free_rx,
+        };
+        Ok((ring, ports))
+    }
+
+    /// Waits for both I/O threads (they stop on shutdown and once the processor is gone).
+    pub fn join(self) {
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.into()).spawn(f)
+}
+
+/// `udp-recv`: fill a free batch, hand it over, repeat.
+fn receive(
+    mut receiver: udp::Receiver,
+    free: Receiver<Box<Batch>>,
+    inbound: Sender<Box<Batch>>,
+    counters: &IoCounters,
+    shutdown: &Shutdown,
+) {
+    let mut batch = None;
+    while !shutdown.is_requested() {
+        let mut current = match batch.take() {
+            Some(b) => b,
+            None => match free.recv_timeout(POLL_INTERVAL) {
+                Ok(b) => b,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            },
+        };
+        match receiver.recv(&mut current) {
+            Ok(report) => {
+                counters
+                    .truncated
+                    .fetch_add(report.truncated as u64, Ordering::Relaxed);
+                counters
+                    .kernel_drops
+                    .fetch_add(report.kernel_drops, Ordering::Relaxed);
+                if current.is_empty() {
+                    batch = Some(current);
+                    continue;
+                }
+                let bytes: usize = (0..current.len()).map(|i| current.datagram(i).len()).sum();
+                counters
+                    .received
+                    .fetch_add(current.len() as u64, Ordering::Relaxed);
+                counters
+                    .received_bytes
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
+                if inbound.send(current).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                log::error!("UDP receive failed: {e}");
+                batch = Some(current);
+                if shutdown.wait_timeout(POLL_INTERVAL) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `udp-send`: send what the processor kept, recycle the batch.
+fn transmit(
+    mut sender: udp::Sender,
+    destination: SocketAddr,
+    outbound: Receiver<Box<Batch>>,
+    free: Sender<Box<Batch>>,
+    counters: &IoCounters,
+) {
+    let destination = socket2::SockAddr::from(destination);
+    let mut warned = false;
+    for mut batch in outbound {
+        match sender.send_to(&batch, &destination) {
+            Ok(report) => {
+                counters
+                    .sent
+                    .fetch_add(report.sent as u64, Ordering::Relaxed);
+                counters
+                    .sent_bytes
+                    .fetch_add(report.bytes as u64, Ordering::Relaxed);
+                if report.failed > 0 {
+                    counters
+                        .send_failed
+                        .fetch_add(report.failed as u64, Ordering::Relaxed);
+                    if !warned {
+                        log::warn!(
+                            "the kernel refused datagrams to {}",
+                            destination_str(&destination)
+                        );
+                        warned = true;
+                    }
+                }
+            }
+            Err(e) => log::error!("UDP send failed: {e}"),
+        }
+        batch.clear();
+        if free.send(batch).is_err() {
+            return;
+        }
+    }
+}
+
+fn destination_str(addr: &socket2::SockAddr) -> String {
+    addr.as_socket()
+        .map_or_else(|| "?".into(), |a| a.to_string())
+}

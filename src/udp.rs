@@ -1,0 +1,972 @@
+//! udp: batched datagram I/O (`recvmmsg`/`sendmmsg`) and UDP socket setup.
+//!
+//! It owns the `mmsghdr`/`iovec`/`cmsg` plumbing, the [`Batch`] of datagram slots that threads
+//! pass around, and the kernel's drop counter (`SO_RXQ_OVFL`). It must not interpret payloads,
+//! allocate on the hot path (everything is sized once in the constructors), or log per datagram:
+//! it counts, and the roles decide what to report.
+//!
+//! The syscall structures live in boxed arrays owned by [`Receiver`] and [`Sender`]; the
+//! pointers inside them are written right before each syscall and never read by Rust code
+//! afterwards, so the owners stay movable and `Send`.
+
+use std::io;
+use std::mem;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// How many datagrams one [`Batch`] holds, and so the most one syscall moves.
+pub const BATCH_SLOTS: usize = 64;
+
+/// Room for the control messages of one received datagram. Only `SO_RXQ_OVFL` (one `u32`) is
+/// asked for; the rest is slack for options someone else may have enabled on the socket.
+const CMSG_SLOT_WORDS: usize = 8;
+const CMSG_SLOT_BYTES: usize = CMSG_SLOT_WORDS * size_of::<u64>();
+
+const STORAGE_LEN: libc::socklen_t = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+
+/// A fixed set of datagram slots, recycled between threads through channels (`Send`).
+///
+/// Slot `i` lives at `data[i * slot_size..]`. A received datagram also carries the address it
+/// came from; a datagram written with [`Batch::push_with`] has none.
+pub struct Batch {
+    slot_size: usize,
+    data: Box<[u8]>,
+    lens: Box<[usize]>,
+    keep: Box<[bool]>,
+    peers: Box<[libc::sockaddr_storage]>,
+    peer_lens: Box<[libc::socklen_t]>,
+    count: usize,
+}
+
+impl Batch {
+    /// An empty batch whose slots hold datagrams of up to `slot_size` bytes.
+    pub fn new(slot_size: usize) -> Batch {
+        assert!(slot_size > 0, "a batch slot must hold at least one byte");
+        // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
+        let empty: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        Batch {
+            slot_size,
+            data: vec![0u8; BATCH_SLOTS * slot_size].into_boxed_slice(),
+            lens: vec![0; BATCH_SLOTS].into_boxed_slice(),
+            keep: vec![false; BATCH_SLOTS].into_boxed_slice(),
+            peers: vec![empty; BATCH_SLOTS].into_boxed_slice(),
+            peer_lens: vec![0; BATCH_SLOTS].into_boxed_slice(),
+            count: 0,
+        }
+    }
+
+    /// The largest datagram one slot holds.
+    pub fn slot_size(&self) -> usize {
+        self.slot_size
+    }
+
+    /// How many slots are in use (kept or discarded).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no slot is in use.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Whether every slot is in use: [`Batch::push_with`] would refuse.
+    pub fn is_full(&self) -> bool {
+        self.count == BATCH_SLOTS
+    }
+
+    /// Forgets every datagram (the memory stays).
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    /// The bytes of datagram `i` (`i < len()`).
+    pub fn datagram(&self, i: usize) -> &[u8] {
+        assert!(i < self.count, "datagram {i} of a batch of {}", self.count);
+        let start = i * self.slot_size;
+        &self.data[start..start + self.lens[i]]
+    }
+
+    /// Where datagram `i` came from, for a received datagram.
+    pub fn peer(&self, i: usize) -> Option<SocketAddr> {
+        assert!(i < self.count, "peer {i} of a batch of {}", self.count);
+        if self.peer_lens[i] == 0 {
+            return None;
+        }
+        // SAFETY: the kernel wrote a socket address of `peer_lens[i]` bytes into this storage
+        // (or it is still zeroed, which `as_socket` rejects as AF_UNSPEC).
+        let addr = unsafe { SockAddr::new(self.peers[i], self.peer_lens[i]) };
+        addr.as_socket()
+    }
+
+    /// The raw socket address datagram `i` came from, as the kernel laid it out (empty for a
+    /// datagram that was not received). Suitable for [`Outgoing::dest`].
+    pub fn peer_bytes(&self, i: usize) -> &[u8] {
+        assert!(i < self.count, "peer {i} of a batch of {}", self.count);
+        let len = (self.peer_lens[i] as usize).min(size_of::<libc::sockaddr_storage>());
+        // SAFETY: sockaddr_storage is plain old data (fully initialised, zeroed at creation),
+        // and `len` does not exceed its size.
+        unsafe {
+            std::slice::from_raw_parts(
+                (&self.peers[i] as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        }
+    }
+
+    /// Marks datagram `i` so that the [`Sender`] skips it.
+    pub fn discard(&mut self, i: usize) {
+        assert!(i < self.count, "discard {i} of a batch of {}", self.count);
+        self.keep[i] = false;
+    }
+
+    /// Whether datagram `i` is still to be sent (not discarded).
+    pub fn is_kept(&self, i: usize) -> bool {
+        assert!(i < self.count, "datagram {i} of a batch of {}", self.count);
+        self.keep[i]
+    }
+
+    /// How many datagrams are still to be sent.
+    pub fn kept(&self) -> usize {
+        self.keep[..self.count].iter().filter(|&&k| k).count()
+    }
+
+    /// The payload bytes of the datagrams still to be sent.
+    pub fn kept_bytes(&self) -> usize {
+        (0..self.count)
+            .filter(|&i| self.keep[i])
+            .map(|i| self.lens[i])
+            .sum()
+    }
+
+    /// Writes a new datagram into the next free slot: `write` gets the whole slot and returns
+    /// the length used. Returns false (without calling `write`) when the batch is full.
+    pub fn push_with(&mut self, write: impl FnOnce(&mut [u8]) -> usize) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        let i = self.count;
+        let start = i * self.slot_size;
+        let len = write(&mut self.data[start..start + self.slot_size]);
+        assert!(
+            len <= self.slot_size,
+            "datagram of {len} bytes in a slot of {}",
+            self.slot_size
+        );
+        self.lens[i] = len;
+        self.keep[i] = true;
+        self.peer_lens[i] = 0;
+        self.count += 1;
+        true
+    }
+
+    /// The kept datagrams, in order, with their raw source addresses.
+    fn kept_iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        (0..self.count)
+            .filter(|&i| self.keep[i])
+            .map(|i| (self.datagram(i), self.peer_bytes(i)))
+    }
+}
+
+/// Kernel buffer sizes to ask for, in bytes (0 leaves the system default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// `SO_RCVBUF`: how much the kernel queues for us before it drops.
+    pub recv_buffer: usize,
+    /// `SO_SNDBUF`: how much the kernel queues on the way out.
+    pub send_buffer: usize,
+}
+
+/// A bound socket and the kernel buffer sizes it really got, in the units of
+/// [`SocketOptions`]: Linux reads back twice the size it granted (the extra half is its
+/// bookkeeping allowance), so these are the read-back values halved, and a size below the
+/// request means the request was capped.
+pub struct BoundSocket {
+    /// The bound socket (blocking, no timeouts set).
+    pub socket: UdpSocket,
+    /// The receive buffer granted.
+    pub recv_buffer: usize,
+    /// The send buffer granted.
+    pub send_buffer: usize,
+}
+
+/// Binds a UDP socket with large kernel buffers.
+///
+/// Tries `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` (root or `CAP_NET_ADMIN`) and falls back to
+/// `SO_RCVBUF`/`SO_SNDBUF`, which the kernel caps at `net.core.rmem_max`/`wmem_max`. Enables
+/// `SO_RXQ_OVFL` so that [`Receiver::recv`] can report the kernel's drops. Errors are the plain
+/// OS errors: the caller adds which address it was binding.
+pub fn bind(addr: SocketAddr, options: &SocketOptions) -> io::Result<BoundSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let fd = socket.as_raw_fd();
+    if options.recv_buffer > 0 {
+        set_buffer(
+            fd,
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            options.recv_buffer,
+        )?;
+    }
+    if options.send_buffer > 0 {
+        set_buffer(
+            fd,
+            libc::SO_SNDBUFFORCE,
+            libc::SO_SNDBUF,
+            options.send_buffer,
+        )?;
+    }
+    enable_drop_counter(fd)?;
+    socket.bind(&addr.into())?;
+    Ok(BoundSocket {
+        recv_buffer: socket.recv_buffer_size()? / 2,
+        send_buffer: socket.send_buffer_size()? / 2,
+        socket: socket.into(),
+    })
+}
+
+fn set_int_option(fd: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and its exact size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn set_buffer(
+    fd: libc::c_int,
+    force: libc::c_int,
+    plain: libc::c_int,
+    size: usize,
+) -> io::Result<()> {
+    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    match set_int_option(fd, force, size) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => set_int_option(fd, plain, size),
+        Err(e) => Err(e),
+    }
+}
+
+fn enable_drop_counter(fd: libc::c_int) -> io::Result<()> {
+    set_int_option(fd, libc::SO_RXQ_OVFL, 1)
+}
+
+/// What one [`Receiver::recv`] call saw.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecvReport {
+    /// Datagrams now in the batch.
+    pub received: usize,
+    /// Datagrams larger than a slot, dropped.
+    pub truncated: usize,
+    /// Datagrams the kernel dropped (receive buffer full) since the previous report. The kernel
+    /// attaches its counter to the next datagram it queues, so drops show up with the first
+    /// datagram received after them.
+    pub kernel_drops: u64,
+}
+
+/// The C structures kept in [`Slots`]: plain data for which all-zero bytes are a valid value.
+///
+/// # Safety
+/// Implement only for `repr(C)` structs of integers and raw pointers.
+unsafe trait PlainC {}
+
+// SAFETY: both are libc's C structs of integers and raw pointers.
+unsafe impl PlainC for libc::mmsghdr {}
+// SAFETY: as above.
+unsafe impl PlainC for libc::iovec {}
+
+/// A boxed array of syscall structures whose pointers only the kernel dereferences, during a
+/// call made through `&mut self` of the owner.
+struct Slots<T: PlainC>(Box<[T]>);
+
+// SAFETY: the raw pointers inside the entries are rewritten right before each syscall to point
+// at memory borrowed for that call; between calls they are stale and never dereferenced, so
+// moving the owner to another thread cannot create shared access.
+unsafe impl<T: PlainC> Send for Slots<T> {}
+
+impl<T: PlainC> Slots<T> {
+    fn zeroed(n: usize) -> Slots<T> {
+        // SAFETY: `T: PlainC`, for which all-zero bytes are a valid value.
+        Slots((0..n).map(|_| unsafe { mem::zeroed() }).collect())
+    }
+}
+
+/// Receives datagrams into [`Batch`]es with `recvmmsg`.
+pub struct Receiver {
+    socket: UdpSocket,
+    slot_size: usize,
+    msgs: Slots<libc::mmsghdr>,
+    iovs: Slots<libc::iovec>,
+    cmsgs: Box<[u64]>,
+    /// The last value of the kernel's cumulative drop counter seen.
+    drop_counter: u32,
+}
+
+impl Receiver {
+    /// Receives from `socket` into batches of `slot_size`-byte slots. Enables `SO_RXQ_OVFL`
+    /// (as [`bind`] does) in case the socket was made elsewhere.
+    pub fn new(socket: UdpSocket, slot_size: usize) -> Receiver {
+        if let Err(e) = enable_drop_counter(socket.as_raw_fd()) {
+            log::debug!("SO_RXQ_OVFL unavailable, kernel drops will not be counted: {e}");
+        }
+        Receiver {
+            socket,
+            slot_size,
+            msgs: Slots::zeroed(BATCH_SLOTS),
+            iovs: Slots::zeroed(BATCH_SLOTS),
+            cmsgs: vec![0u64; BATCH_SLOTS * CMSG_SLOT_WORDS].into_boxed_slice(),
+            drop_counter: 0,
+        }
+    }
+
+    /// The socket it reads (to set a read timeout, poll it, or ask its address).
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// Clears `batch`, then blocks until at least one datagram arrives or the socket's read
+    /// timeout passes (a timeout, `EAGAIN`, `EINTR` or a pending ICMP error return `received`
+    /// 0), and fills up to [`BATCH_SLOTS`] datagrams, recording each one's source address.
+    /// Datagrams larger than a slot are left out of the batch and counted as `truncated`.
+    ///
+    /// Panics if `batch` was not made with this receiver's slot size.
+    pub fn recv(&mut self, batch: &mut Batch) -> io::Result<RecvReport> {
+        self.recv_flags(batch, libc::MSG_WAITFORONE)
+    }
+
+    /// Like [`Receiver::recv`] but never blocks: returns `received` 0 when nothing is queued.
+    pub fn recv_nonblocking(&mut self, batch: &mut Batch) -> io::Result<RecvReport> {
+        self.recv_flags(batch, libc::MSG_DONTWAIT)
+    }
+
+    fn recv_flags(&mut self, batch: &mut Batch, flags: libc::c_int) -> io::Result<RecvReport> {
+        assert_eq!(
+            batch.slot_size, self.slot_size,
+            "batch slot size differs from the receiver's"
+        );
+        batch.clear();
+        let slot = batch.slot_size;
+        let data = batch.data.as_mut_ptr();
+        let peers = batch.peers.as_mut_ptr();
+        let cmsgs = self.cmsgs.as_mut_ptr();
+        let iovs = self.iovs.0.as_mut_ptr();
+        let msgs = self.msgs.0.as_mut_ptr();
+        for i in 0..BATCH_SLOTS {
+            // SAFETY: every offset stays inside its boxed array, each sized for BATCH_SLOTS
+            // entries (`slot` bytes of data, CMSG_SLOT_WORDS of control buffer per entry).
+            unsafe {
+                let iov = iovs.add(i);
+                (*iov).iov_base = data.add(i * slot).cast();
+                (*iov).iov_len = slot;
+                let msg = &mut *msgs.add(i);
+                msg.msg_hdr.msg_name = peers.add(i).cast();
+                msg.msg_hdr.msg_namelen = STORAGE_LEN;
+                msg.msg_hdr.msg_iov = iov;
+                msg.msg_hdr.msg_iovlen = 1;
+                msg.msg_hdr.msg_control = cmsgs.add(i * CMSG_SLOT_WORDS).cast();
+                msg.msg_hdr.msg_controllen = CMSG_SLOT_BYTES as _;
+                msg.msg_hdr.msg_flags = 0;
+                msg.msg_len = 0;
+            }
+        }
+        let fd = self.socket.as_raw_fd();
+        // SAFETY: every header points at buffers owned by `batch` or `self`, both exclusively
+        // borrowed for the duration of the call, with lengths matching their sizes.
+        let rc = unsafe { libc::recvmmsg(fd, msgs, BATCH_SLOTS as _, flags, std::ptr::null_mut()) };
+        if rc < 0 {
+            let error = io::Error::last_os_error();
+            return match error.raw_os_error() {
+                Some(libc::EAGAIN | libc::EINTR | libc::ECONNREFUSED) => Ok(RecvReport::default()),
+                _ => Err(error),
+            };
+        }
+        let mut report = RecvReport::default();
+        let mut kept = 0;
+        for i in 0..rc as usize {
+            let msg = &self.msgs.0[i];
+            report.kernel_drops += drop_delta(&mut self.drop_counter, &msg.msg_hdr);
+            if msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                report.truncated += 1;
+                continue;
+            }
+            if kept != i {
+                batch
+                    .data
+                    .copy_within(i * slot..i * slot + msg.msg_len as usize, kept * slot);
+                batch.peers[kept] = batch.peers[i];
+            }
+            batch.lens[kept] = msg.msg_len as usize;
+            batch.peer_lens[kept] = msg.msg_hdr.msg_namelen.min(STORAGE_LEN);
+            batch.keep[kept] = true;
+            kept += 1;
+        }
+        batch.count = kept;
+        report.received = kept;
+        Ok(report)
+    }
+}
+
+/// New kernel drops announced by the `SO_RXQ_OVFL` control message of one received datagram.
+///
+/// The kernel's counter is a cumulative `u32` per socket, so the delta wraps; a value slightly
+/// behind the last one seen (datagrams queued out of order) is ignored rather than read as a
+/// wrap of four billion drops.
+fn drop_delta(last: &mut u32, hdr: &libc::msghdr) -> u64 {
+    if hdr.msg_controllen == 0 || hdr.msg_control.is_null() {
+        return 0;
+    }
+    let mut new = 0;
+    // SAFETY: the kernel filled `msg_control` with `msg_controllen` bytes of well-formed control
+    // messages (it sets MSG_CTRUNC rather than writing past the buffer); the CMSG_* macros stay
+    // inside that range, and the payload is read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                && (*cmsg).cmsg_type == libc::SO_RXQ_OVFL
+                && (*cmsg).cmsg_len as usize >= libc::CMSG_LEN(size_of::<u32>() as u32) as usize
+            {
+                let counter = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<u32>());
+                let delta = counter.wrapping_sub(*last);
+                if delta != 0 && delta <= u32::MAX / 2 {
+                    *last = counter;
+                    new += u64::from(delta);
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    new
+}
+
+/// What one send call did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SendReport {
+    /// Datagrams the kernel accepted.
+    pub sent: usize,
+    /// Their payload bytes.
+    pub bytes: usize,
+    /// Datagrams the kernel refused (too big, unreachable, wrong address family...), skipped.
+    pub failed: usize,
+}
+
+/// One datagram for [`Sender::send_each`].
+#[derive(Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// The datagram's bytes.
+    pub payload: &'a [u8],
+    /// The destination as a raw socket address, laid out as the kernel expects it (from
+    /// [`sockaddr_bytes`] or [`Batch::peer_bytes`]); no alignment needed. The kernel validates
+    /// it: a malformed one makes the datagram fail, nothing worse.
+    pub dest: &'a [u8],
+}
+
+/// The raw bytes of a socket address, for [`Outgoing::dest`].
+pub fn sockaddr_bytes(addr: &SockAddr) -> &[u8] {
+    // SAFETY: `as_ptr` points at the address's storage, which holds at least `len()` bytes.
+    unsafe { std::slice::from_raw_parts(addr.as_ptr().cast(), addr.len() as usize) }
+}
+
+/// Sends datagrams with `sendmmsg`, [`BATCH_SLOTS`] per call.
+pub struct Sender {
+    socket: UdpSocket,
+    msgs: Slots<libc::mmsghdr>,
+    iovs: Slots<libc::iovec>,
+}
+
+impl Sender {
+    /// Sends through `socket` (connected or not: every datagram names its destination).
+    pub fn new(socket: UdpSocket) -> Sender {
+        Sender {
+            socket,
+            msgs: Slots::zeroed(BATCH_SLOTS),
+            iovs: Slots::zeroed(BATCH_SLOTS),
+        }
+    }
+
+    /// The socket it writes.
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// Sends every kept datagram of `batch`, in order, to `dest`. A datagram the kernel refuses
+    /// is skipped and counted in `failed`; only errors about the socket itself (`EBADF`...) are
+    /// returned.
+    pub fn send_to(&mut self, batch: &Batch, dest: &SockAddr) -> io::Result<SendReport> {
+        let dest = sockaddr_bytes(dest);
+        self.send_each(
+            batch
+                .kept_iter()
+                .map(|(payload, _)| Outgoing { payload, dest }),
+        )
+    }
+
+    /// Like [`Sender::send_to`], but each datagram goes back to the peer it came from
+    /// ([`Batch::peer`]); a datagram that was not received has no peer and fails.
+    pub fn send_to_peers(&mut self, batch: &Batch) -> io::Result<SendReport> {
+        self.send_each(
+            batch
+                .kept_iter()
+                .map(|(payload, dest)| Outgoing { payload, dest }),
+        )
+    }
+
+    /// Sends every datagram of `datagrams`, in order, in `sendmmsg` calls of up to
+    /// [`BATCH_SLOTS`], straight from the memory they live in. Same error rules as
+    /// [`Sender::send_to`].
+    pub fn send_each<'a>(
+        &mut self,
+        datagrams: impl IntoIterator<Item = Outgoing<'a>>,
+    ) -> io::Result<SendReport> {
+        let mut report = SendReport::default();
+        let mut datagrams = datagrams.into_iter();
+        let iovs = self.iovs.0.as_mut_ptr();
+        let msgs = self.msgs.0.as_mut_ptr();
+        loop {
+            let mut n = 0;
+            while n < BATCH_SLOTS {
+                let Some(out) = datagrams.next() else { break };
+                // SAFETY: `n < BATCH_SLOTS`, the length of both boxed arrays. The kernel only
+                // reads the payload and address, which `'a` keeps alive for this whole call.
+                unsafe {
+                    let iov = iovs.add(n);
+                    (*iov).iov_base = out.payload.as_ptr() as *mut libc::c_void;
+                    (*iov).iov_len = out.payload.len();
+                    let msg = &mut *msgs.add(n);
+                    msg.msg_hdr.msg_name = out.dest.as_ptr() as *mut libc::c_void;
+                    msg.msg_hdr.msg_namelen = out.dest.len() as libc::socklen_t;
+                    msg.msg_hdr.msg_iov = iov;
+                    msg.msg_hdr.msg_iovlen = 1;
+                    msg.msg_hdr.msg_control = std::ptr::null_mut();
+                    msg.msg_hdr.msg_controllen = 0;
+                    msg.msg_hdr.msg_flags = 0;
+                    msg.msg_len = 0;
+                }
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(report);
+            }
+            self.flush(n, &mut report)?;
+            if n < BATCH_SLOTS {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Sends the `n` prepared messages, looping over partial sends and skipping refused ones.
+    fn flush(&mut self, n: usize, report: &mut SendReport) -> io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        let mut start = 0;
+        while start < n {
+            // SAFETY: messages `start..n` point at payloads and addresses borrowed (through
+            // `send_each`'s `'a`) for the whole call; the kernel only reads them.
+            let rc = unsafe {
+                libc::sendmmsg(fd, self.msgs.0.as_mut_ptr().add(start), (n - start) as _, 0)
+            };
+            if rc > 0 {
+                for msg in &self.msgs.0[start..start + rc as usize] {
+                    report.bytes += msg.msg_len as usize;
+                }
+                report.sent += rc as usize;
+                start += rc as usize;
+                continue;
+            }
+            // rc == 0 (nothing moved, no error) is not expected; skipping keeps it from looping.
+            let error = (rc < 0).then(io::Error::last_os_error);
+            let errno = error.as_ref().and_then(io::Error::raw_os_error);
+            match (error, errno) {
+                (_, Some(libc::EINTR)) => {}
+                (Some(error), Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT)) => {
+                    return Err(error)
+                }
+                (error, _) => {
+                    // The first remaining message was refused (too big, unreachable, wrong
+                    // family, send buffer full on a non-blocking socket...): skip it so that
+                    // one bad datagram cannot stall the rest.
+                    log::debug!("datagram refused by the kernel: {error:?}");
+                    report.failed += 1;
+                    start += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::time::{Duration, Instant};
+
+    const BIG: SocketOptions = SocketOptions {
+        recv_buffer: 4 << 20,
+        send_buffer: 4 << 20,
+    };
+
+    fn loopback(v6: bool) -> SocketAddr {
+        if v6 {
+            (Ipv6Addr::LOCALHOST, 0).into()
+        } else {
+            (Ipv4Addr::LOCALHOST, 0).into()
+        }
+    }
+
+    /// A socket on the loopback address of one family, or None when IPv6 is unavailable.
+    fn bound(v6: bool, options: &SocketOptions) -> Option<BoundSocket> {
+        match bind(loopback(v6), options) {
+            Ok(socket) => Some(socket),
+            Err(e) if v6 => {
+                eprintln!("skipping the IPv6 case: {e}");
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Receives until `want` datagrams arrived (in several calls if the kernel hands them over
+    /// in pieces), failing after a few seconds.
+    fn recv_all(rx: &mut Receiver, want: usize, slot: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+        rx.socket()
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut batch = Batch::new(slot);
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < want {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {want} datagrams arrived",
+                got.len()
+            );
+            let report = rx.recv(&mut batch).unwrap();
+            assert_eq!(report.received, batch.len());
+            for i in 0..batch.len() {
+                got.push((batch.datagram(i).to_vec(), batch.peer(i).unwrap()));
+            }
+        }
+        got
+    }
+
+    fn pattern(i: usize, len: usize) -> impl Iterator<Item = u8> {
+        (0..len).map(move |k| (i * 31 + k) as u8)
+    }
+
+    fn fill(batch: &mut Batch, sizes: &[usize]) {
+        for (i, &len) in sizes.iter().enumerate() {
+            assert!(batch.push_with(|slot| {
+                for (dst, src) in slot.iter_mut().zip(pattern(i, len)) {
+                    *dst = src;
+                }
+                len
+            }));
+        }
+    }
+
+    fn round_trip(v6: bool) {
+        let (Some(a), Some(b)) = (bound(v6, &BIG), bound(v6, &BIG)) else {
+            return;
+        };
+        let dest: SockAddr = b.socket.local_addr().unwrap().into();
+        let from = a.socket.local_addr().unwrap();
+        let slot = 1500;
+        let sizes: Vec<usize> = (0..BATCH_SLOTS).map(|i| (i * 97) % (slot + 1)).collect();
+        assert_eq!(sizes[0], 0);
+        let mut batch = Batch::new(slot);
+        fill(&mut batch, &sizes);
+        assert!(batch.is_full());
+        assert!(!batch.push_with(|_| unreachable!("a full batch must not call write")));
+        assert_eq!(batch.kept(), BATCH_SLOTS);
+        assert_eq!(batch.kept_bytes(), sizes.iter().sum::<usize>());
+
+        let mut tx = Sender::new(a.socket);
+        let report = tx.send_to(&batch, &dest).unwrap();
+        assert_eq!(
+            (report.sent, report.bytes, report.failed),
+            (BATCH_SLOTS, batch.kept_bytes(), 0)
+        );
+
+        let mut rx = Receiver::new(b.socket, slot);
+        let got = recv_all(&mut rx, BATCH_SLOTS, slot);
+        assert_eq!(got.len(), BATCH_SLOTS);
+        for (i, (payload, peer)) in got.iter().enumerate() {
+            assert_eq!(payload.len(), sizes[i], "datagram {i}");
+            assert!(
+                payload.iter().copied().eq(pattern(i, sizes[i])),
+                "datagram {i} corrupted"
+            );
+            assert_eq!(*peer, from);
+        }
+    }
+
+    #[test]
+    fn batch_round_trips_in_order_ipv4() {
+        round_trip(false);
+    }
+
+    #[test]
+    fn batch_round_trips_in_order_ipv6() {
+        round_trip(true);
+    }
+
+    #[test]
+    fn oversize_datagram_is_counted_as_truncated() {
+        let a = bound(false, &BIG).unwrap();
+        let b = bound(false, &BIG).unwrap();
+        let dest: SockAddr = b.socket.local_addr().unwrap().into();
+        let mut batch = Batch::new(200);
+        fill(&mut batch, &[10, 200, 5]);
+        let mut tx = Sender::new(a.socket);
+        tx.send_to(&batch, &dest).unwrap();
+
+        // The receiver's slots are smaller than the middle datagram.
+        let mut rx = Receiver::new(b.socket, 100);
+        rx.socket()
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut got = Batch::new(100);
+        let (mut payloads, mut truncated) = (Vec::new(), 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while payloads.len() + truncated < 3 {
+            assert!(Instant::now() < deadline);
+            let report = rx.recv(&mut got).unwrap();
+            truncated += report.truncated;
+            payloads.extend((0..got.len()).map(|i| got.datagram(i).to_vec()));
+        }
+        assert_eq!(
+            payloads,
+            vec![pattern(0, 10).collect::<Vec<u8>>(), pattern(2, 5).collect()]
+        );
+        assert_eq!(truncated, 1);
+    }
+
+    #[test]
+    fn discarded_datagrams_are_not_sent() {
+        let a = bound(false, &BIG).unwrap();
+        let b = bound(false, &BIG).unwrap();
+        let dest: SockAddr = b.socket.local_addr().unwrap().into();
+        let mut batch = Batch::new(64);
+        fill(&mut batch, &[1, 2, 3, 4, 5]);
+        batch.discard(1);
+        batch.discard(3);
+        assert!(!batch.is_kept(1) && batch.is_kept(2));
+        assert_eq!((batch.kept(), batch.kept_bytes()), (3, 1 + 3 + 5));
+        let report = Sender::new(a.socket).send_to(&batch, &dest).unwrap();
+        assert_eq!((report.sent, report.bytes), (3, 9));
+        let mut rx = Receiver::new(b.socket, 64);
+        let got = recv_all(&mut rx, 3, 64);
+        let sizes: Vec<usize> = got.iter().map(|(p, _)| p.len()).collect();
+        assert_eq!(sizes, vec![1, 3, 5]);
+    }
+
+    fn echo_to_peers(v6: bool) {
+        let (Some(server), Some(c1), Some(c2)) =
+            (bound(v6, &BIG), bound(v6, &BIG), bound(v6, &BIG))
+        else {
+            return;
+        };
+        let server_addr: SockAddr = server.socket.local_addr().unwrap().into();
+        let mut rx = Receiver::new(server.socket.try_clone().unwrap(), 256);
+        let mut echo = Sender::new(server.socket);
+        let mut c1_tx = Sender::new(c1.socket.try_clone().unwrap());
+        let mut c2_tx = Sender::new(c2.socket.try_clone().unwrap());
+        let mut batch = Batch::new(256);
+        fill(&mut batch, &[7, 8, 9]);
+        c1_tx.send_to(&batch, &server_addr).unwrap();
+        batch.clear();
+        fill(&mut batch, &[20, 21]);
+        c2_tx.send_to(&batch, &server_addr).unwrap();
+
+        // Echo everything back to wherever it came from.
+        rx.socket()
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut echoed = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while echoed < 5 {
+            assert!(Instant::now() < deadline);
+            rx.recv(&mut batch).unwrap();
+            echoed += echo.send_to_peers(&batch).unwrap().sent;
+        }
+        let mut c1_rx = Receiver::new(c1.socket, 256);
+        let mut c2_rx = Receiver::new(c2.socket, 256);
+        let sizes =
+            |got: Vec<(Vec<u8>, SocketAddr)>| got.iter().map(|(p, _)| p.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(recv_all(&mut c1_rx, 3, 256)), vec![7, 8, 9]);
+        assert_eq!(sizes(recv_all(&mut c2_rx, 2, 256)), vec![20, 21]);
+    }
+
+    #[test]
+    fn send_to_peers_returns_to_sender_ipv4() {
+        echo_to_peers(false);
+    }
+
+    #[test]
+    fn send_to_peers_returns_to_sender_ipv6() {
+        echo_to_peers(true);
+    }
+
+    #[test]
+    fn bind_reports_granted_buffers() {
+        // Below the default net.core.rmem_max/wmem_max, so granted even without privileges.
+        let asked = SocketOptions {
+            recv_buffer: 150_000,
+            send_buffer: 120_000,
+        };
+        let a = bound(false, &asked).unwrap();
+        assert!(
+            a.recv_buffer >= asked.recv_buffer,
+            "{} bytes",
+            a.recv_buffer
+        );
+        assert!(
+            a.send_buffer >= asked.send_buffer,
+            "{} bytes",
+            a.send_buffer
+        );
+        let addr = a.socket.local_addr().unwrap();
+        let error = bind(addr, &asked).err().expect("the port is taken");
+        assert_eq!(error.raw_os_error(), Some(libc::EADDRINUSE));
+    }
+
+    #[test]
+    fn roles_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<Batch>();
+        send::<Receiver>();
+        send::<Sender>();
+    }
+
+    #[test]
+    fn read_timeout_returns_nothing() {
+        let a = bound(false, &BIG).unwrap();
+        a.socket
+            .set_read_timeout(Some(Duration::from_millis(30)))
+            .unwrap();
+        let mut rx = Receiver::new(a.socket, 100);
+        let mut batch = Batch::new(100);
+        fill(&mut batch, &[3]);
+        let started = Instant::now();
+        let report = rx.recv(&mut batch).unwrap();
+        assert_eq!(report.received, 0);
+        assert!(batch.is_empty(), "recv clears the batch");
+        assert!(started.elapsed() >= Duration::from_millis(25));
+        assert_eq!(rx.recv_nonblocking(&mut batch).unwrap().received, 0);
+    }
+
+    #[test]
+    fn refused_datagram_is_skipped_and_counted() {
+        let a = bound(false, &BIG).unwrap();
+        let b = bound(false, &BIG).unwrap();
+        let dest: SockAddr = b.socket.local_addr().unwrap().into();
+        // 66000 bytes cannot go in one IPv4 UDP datagram: EMSGSIZE for that one only.
+        let mut batch = Batch::new(66_000);
+        fill(&mut batch, &[10, 66_000, 11]);
+        let report = Sender::new(a.socket.try_clone().unwrap())
+            .send_to(&batch, &dest)
+            .unwrap();
+        assert_eq!((report.sent, report.bytes, report.failed), (2, 21, 1));
+        // A destination of the wrong family fails the same way.
+        let v6: SockAddr = SocketAddr::from((Ipv6Addr::LOCALHOST, 9)).into();
+        let report = Sender::new(a.socket).send_to(&batch, &v6).unwrap();
+        assert_eq!((report.sent, report.failed), (0, 3));
+        let mut rx = Receiver::new(b.socket, 66_000);
+        let got = recv_all(&mut rx, 2, 66_000);
+        assert_eq!(
+            got.iter().map(|(p, _)| p.len()).collect::<Vec<_>>(),
+            vec![10, 11]
+        );
+    }
+
+    #[test]
+    fn kernel_drops_are_reported() {
+        // The smallest receive buffer the kernel allows; flood it without reading.
+        let tiny = SocketOptions {
+            recv_buffer: 1,
+            send_buffer: 0,
+        };
+        let a = bound(false, &BIG).unwrap();
+        let b = bound(false, &tiny).unwrap();
+        let dest: SockAddr = b.socket.local_addr().unwrap().into();
+        let mut tx = Sender::new(a.socket);
+        let mut batch = Batch::new(512);
+        fill(&mut batch, &[512; BATCH_SLOTS]);
+        for _ in 0..16 {
+            assert_eq!(tx.send_to(&batch, &dest).unwrap().sent, BATCH_SLOTS);
+        }
+        let mut rx = Receiver::new(b.socket, 512);
+        rx.socket()
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut received = 0;
+        let mut drops = 0;
+        // Drain what fit, then send one more: the kernel reports its count with the next
+        // datagram it queues.
+        loop {
+            let report = rx.recv(&mut batch).unwrap();
+            if report.received == 0 {
+                break;
+            }
+            received += report.received;
+            drops += report.kernel_drops;
+        }
+        batch.clear();
+        fill(&mut batch, &[1]);
+        tx.send_to(&batch, &dest).unwrap();
+        let report = rx.recv(&mut batch).unwrap();
+        assert_eq!(report.received, 1);
+        drops += report.kernel_drops;
+        assert!(received < 16 * BATCH_SLOTS, "nothing was dropped");
+        // Drops before the socket (a full loopback backlog) are not the socket's to count.
+        assert!(
+            drops > 0 && drops as usize <= 16 * BATCH_SLOTS - received,
+            "{drops} drops"
+        );
+        // The counter is cumulative in the kernel but reported as a delta.
+        batch.clear();
+        fill(&mut batch, &[1]);
+        tx.send_to(&batch, &dest).unwrap();
+        assert_eq!(rx.recv(&mut batch).unwrap().kernel_drops, 0);
+    }
+
+    /// Feeds `drop_delta` a control message announcing `counter`.
+    fn announce(counter: u32, last: &mut u32) -> u64 {
+        let mut buffer = [0u64; CMSG_SLOT_WORDS];
+        // SAFETY: a zeroed msghdr whose control buffer is `buffer`, large enough for one
+        // SO_RXQ_OVFL message, written through the CMSG_* helpers.
+        unsafe {
+            let mut hdr: libc::msghdr = mem::zeroed();
+            hdr.msg_control = buffer.as_mut_ptr().cast();
+            hdr.msg_controllen = libc::CMSG_SPACE(4) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&hdr);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SO_RXQ_OVFL;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(4) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u32>(), counter);
+            drop_delta(last, &hdr)
+        }
+    }
+
+    #[test]
+    fn drop_counter_delta_wraps() {
+        let mut last = u32::MAX - 2;
+        assert_eq!(announce(2, &mut last), 5);
+        assert_eq!(last, 2);
+        // A value behind the last one (queued out of order) is not a wrap.
+        assert_eq!(announce(1, &mut last), 0);
+        assert_eq!(announce(2, &mut last), 0);
+        assert_eq!(announce(10, &mut last), 8);
+    }
+}
