@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -177,6 +177,37 @@ pub struct Summary {
     pub circulating_values: u64,
 }
 
+/// Whether the loop is closed, published by the processor (its only writer) for readers such as
+/// the health service, which can also ask to be woken on the next change.
+#[derive(Default)]
+pub struct LoopStatus {
+    closed: AtomicBool,
+    watchers: parking_lot::Mutex<Vec<std::task::Waker>>,
+}
+
+impl LoopStatus {
+    /// Whether probes come back.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Wakes `waker` at the next change (once).
+    pub fn watch(&self, waker: &std::task::Waker) {
+        let mut watchers = self.watchers.lock();
+        if !watchers.iter().any(|w| w.will_wake(waker)) {
+            watchers.push(waker.clone());
+        }
+    }
+
+    fn set(&self, closed: bool) {
+        if self.closed.swap(closed, Ordering::SeqCst) != closed {
+            for waker in std::mem::take(&mut *self.watchers.lock()) {
+                waker.wake();
+            }
+        }
+    }
+}
+
 /// What the API needs to talk to a running node.
 #[derive(Clone)]
 pub struct NodeHandle {
@@ -188,6 +219,8 @@ pub struct NodeHandle {
     pub max_value_size: u64,
     /// Longest key accepted at this MTU.
     pub max_key_len: usize,
+    /// Whether the loop is closed.
+    pub loop_status: Arc<LoopStatus>,
 }
 
 /// A running node: I/O threads and processor.
@@ -234,11 +267,13 @@ impl Node {
                 .max_datagram()
                 .saturating_sub(wire::DATA_HEADER_LEN + 1),
         );
+        let loop_status = Arc::new(LoopStatus::default());
         let handle = NodeHandle {
             commands: commands_tx,
             pending: pending.clone(),
             max_value_size: config.max_value_size,
             max_key_len,
+            loop_status: loop_status.clone(),
         };
         let processor = Processor::new(
             id,
@@ -247,6 +282,7 @@ impl Node {
             commands_rx,
             pending,
             ring.counters.clone(),
+            loop_status,
         );
         let shutdown = shutdown.clone();
         let processor = std::thread::Builder::new()
@@ -334,6 +370,7 @@ struct Processor {
     commands: Receiver<Command>,
     pending: Arc<Pending>,
     io: Arc<IoCounters>,
+    loop_status: Arc<LoopStatus>,
     started: Instant,
 
     records: HashMap<Box<[u8]>, Record>,
@@ -367,6 +404,7 @@ impl Processor {
         commands: Receiver<Command>,
         pending: Arc<Pending>,
         io: Arc<IoCounters>,
+        loop_status: Arc<LoopStatus>,
     ) -> Processor {
         let now = Instant::now();
         Processor {
@@ -378,6 +416,7 @@ impl Processor {
             commands,
             pending,
             io,
+            loop_status,
             started: now,
             records: HashMap::new(),
             record_expiry: VecDeque::new(),
@@ -432,6 +471,7 @@ impl Processor {
             }
             self.turn();
         }
+        self.loop_status.set(false);
         self.fail_everything(FailureKind::Unavailable, "the node is shutting down");
         let c = self.period.circulating;
         Summary {
@@ -680,11 +720,13 @@ impl Processor {
         self.silent_since = self.probes.front().map(|p| p.sent_at);
         if !self.ever_closed {
             self.ever_closed = true;
+            self.loop_status.set(true);
             log::info!("the loop is closed: first probe back after {period:?}");
         }
         self.log_period(period, now);
         if self.broken {
             self.broken = false;
+            self.loop_status.set(true);
             log::info!("the loop is closed again (period {period:?})");
         }
         let parked = std::mem::take(&mut self.parked);
@@ -745,6 +787,7 @@ impl Processor {
             .is_some_and(|since| now.duration_since(since) > self.loop_timeout());
         if silent && !self.broken {
             self.broken = true;
+            self.loop_status.set(false);
             log::warn!(
                 "the delay line is broken: no probe came back from {} for {:?}",
                 self.config.destination,

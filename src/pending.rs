@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Waker;
+use std::sync::Arc;
+use std::task::{Wake, Waker};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -76,6 +78,25 @@ impl Pending {
         self.entries.lock().remove(&id);
     }
 
+    /// Blocks the calling thread until the answer to `id` arrives or `timeout` passes (then the
+    /// slot is closed and `None` returned). For callers on their own OS thread, e.g. the metrics
+    /// endpoint; gRPC calls park their task with [`Pending::take_or_park`] instead.
+    pub fn wait(&self, id: RequestId, timeout: Duration) -> Option<Answer> {
+        let deadline = Instant::now() + timeout;
+        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        loop {
+            if let Some(answer) = self.take_or_park(id, &waker) {
+                return Some(answer);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.forget(id);
+                return None;
+            }
+            std::thread::park_timeout(deadline - now);
+        }
+    }
+
     /// Requests currently waiting.
     pub fn len(&self) -> usize {
         self.entries.lock().len()
@@ -84,5 +105,43 @@ impl Pending {
     /// Whether no request is waiting.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Wakes a thread blocked in [`Pending::wait`].
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_reaches_a_blocked_thread() {
+        let pending = Arc::new(Pending::default());
+        let id = pending.register();
+        let p = pending.clone();
+        let answerer = std::thread::spawn(move || assert!(p.complete(id, Answer::Done)));
+        let answer = pending.wait(id, Duration::from_secs(10));
+        assert!(matches!(answer, Some(Answer::Done)));
+        answerer.join().unwrap();
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_wait_times_out_and_frees_the_slot() {
+        let pending = Pending::default();
+        let id = pending.register();
+        assert!(pending.wait(id, Duration::from_millis(20)).is_none());
+        assert!(pending.is_empty());
+        assert!(
+            !pending.complete(id, Answer::Done),
+            "late answers are dropped"
+        );
     }
 }
