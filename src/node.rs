@@ -320,6 +320,19 @@ struct Record {
     version: Version,
     deleted: bool,
     expires: Instant,
+    /// A PUT of this version waiting for its datagrams to come back once.
+    confirm: Option<Confirm>,
+}
+
+/// A write is acknowledged only when every one of its datagrams has gone round the loop once:
+/// then it is in the delay line, not just handed to the kernel.
+struct Confirm {
+    id: RequestId,
+    seen: Vec<u64>,
+    missing: u32,
+    count: u32,
+    /// Set once every datagram is sent: the probe whose return proves they all had time to.
+    probe_seq: Option<u64>,
 }
 
 struct GetWait {
@@ -328,7 +341,6 @@ struct GetWait {
 }
 
 struct PutJob {
-    id: RequestId,
     key: Box<[u8]>,
     value: Vec<u8>,
     version: Version,
@@ -379,6 +391,7 @@ struct Processor {
     gets: HashMap<RequestId, GetWait>,
     parked: Vec<Command>,
     puts: VecDeque<PutJob>,
+    confirming: Vec<Box<[u8]>>,
     out: Option<Box<Batch>>,
 
     probes: VecDeque<ProbeSent>,
@@ -423,6 +436,7 @@ impl Processor {
             gets: HashMap::new(),
             parked: Vec::new(),
             puts: VecDeque::new(),
+            confirming: Vec::new(),
             out: None,
             probes: VecDeque::new(),
             next_seq: 0,
@@ -540,6 +554,7 @@ impl Processor {
         };
         let mut floor = None;
         if !self.records.is_empty() {
+            let retention = self.retention();
             if let Some(record) = self.records.get_mut(frame.key()) {
                 if version < record.version {
                     let reason = if record.deleted {
@@ -554,8 +569,29 @@ impl Processor {
                     // A newer write from elsewhere: from now on it is the one to keep.
                     record.version = version;
                     record.deleted = false;
+                    if let Some(confirm) = record.confirm.take() {
+                        // Ours was written and then overwritten: last writer wins.
+                        self.pending.complete(confirm.id, Answer::Done);
+                    }
                 }
                 floor = Some(record.version);
+                if let Some(confirm) = &mut record.confirm {
+                    if version == record.version && frame.frame_type() == FrameType::Data {
+                        let index = frame.fragment_index() as usize;
+                        let (word, bit) = (index / 64, 1u64 << (index % 64));
+                        if confirm.seen[word] & bit == 0 {
+                            confirm.seen[word] |= bit;
+                            confirm.missing -= 1;
+                            if confirm.missing == 0 {
+                                let confirm = record.confirm.take().expect("checked");
+                                record.expires = Instant::now() + retention;
+                                self.record_expiry
+                                    .push_back((record.expires, frame.key().into()));
+                                self.pending.complete(confirm.id, Answer::Done);
+                            }
+                        }
+                    }
+                }
             }
         }
         self.totals.datagrams += 1;
@@ -631,6 +667,10 @@ impl Processor {
                 record.version = version;
                 record.deleted = deleted;
                 record.expires = expires;
+                if let Some(confirm) = record.confirm.take() {
+                    // Superseded before it was confirmed: it was written, then replaced.
+                    self.pending.complete(confirm.id, Answer::Done);
+                }
             }
             None => {
                 self.records.insert(
@@ -639,6 +679,7 @@ impl Processor {
                         version,
                         deleted,
                         expires,
+                        confirm: None,
                     },
                 );
             }
@@ -652,7 +693,11 @@ impl Processor {
                 break;
             }
             let (_, key) = self.record_expiry.pop_front().expect("front exists");
-            if self.records.get(&key).is_some_and(|r| r.expires <= now) {
+            if self
+                .records
+                .get(&key)
+                .is_some_and(|r| r.expires <= now && r.confirm.is_none())
+            {
                 self.records.remove(&key);
             }
         }
@@ -729,6 +774,9 @@ impl Processor {
             self.loop_status.set(true);
             log::info!("the loop is closed again (period {period:?})");
         }
+        if !self.confirming.is_empty() {
+            self.check_confirmations(seq, now);
+        }
         let parked = std::mem::take(&mut self.parked);
         for command in parked {
             self.on_command(command);
@@ -741,8 +789,9 @@ impl Processor {
             .collect();
         for id in done {
             let get = self.gets.remove(&id).expect("listed above");
+            let progress = self.reassembly.progress(&get.key);
             self.reassembly.remove_waiter(&get.key, id);
-            let failure = match self.reassembly.progress(&get.key) {
+            let failure = match progress {
                 Some((have, need)) => Failure::new(
                     FailureKind::DataLoss,
                     format!("the value went round incomplete: {have} of {need} datagrams arrived"),
@@ -826,6 +875,16 @@ impl Processor {
                     .complete(id, Answer::Failed(Failure::new(kind, message)));
             }
         }
+        // Writes being sent or waiting for their datagrams to come back: they cannot be
+        // confirmed over a broken loop.
+        self.puts.clear();
+        for record in self.records.values_mut() {
+            if let Some(confirm) = record.confirm.take() {
+                self.pending
+                    .complete(confirm.id, Answer::Failed(Failure::new(kind, message)));
+            }
+        }
+        self.confirming.clear();
     }
 
     // ----- requests --------------------------------------------------------------------------
@@ -875,26 +934,65 @@ impl Processor {
             }
             Command::Put { id, key, value } => self.start_put(id, key, value, now),
             Command::Delete { id, key } => {
-                let version = Version {
-                    hlc: self.clock.tick(),
-                    origin: self.id,
-                };
-                self.record(&key, version, true, now);
-                let repr = TombstoneRepr {
-                    origin: self.id,
-                    hlc: version.hlc,
-                    key: &key,
-                };
-                // A tombstone is one small datagram: if the pool is momentarily empty, wait for
-                // a batch rather than lose the deletion's news.
-                while !self.emit(|buf| repr.emit(buf)) {
-                    match self.ports.pool.recv() {
-                        Ok(batch) => self.out = Some(batch),
-                        Err(_) => return,
-                    }
-                }
+                self.delete(&key, now);
                 self.pending.complete(id, Answer::Done);
             }
+        }
+    }
+
+    /// Deletes every version of `key` older than now: recorded here, announced to the other
+    /// nodes by a tombstone that goes round the loop once.
+    fn delete(&mut self, key: &[u8], now: Instant) {
+        let version = Version {
+            hlc: self.clock.tick(),
+            origin: self.id,
+        };
+        self.record(key, version, true, now);
+        let repr = TombstoneRepr {
+            origin: self.id,
+            hlc: version.hlc,
+            key,
+        };
+        // A tombstone is one small datagram: if the pool is momentarily empty, wait for a
+        // batch rather than lose the deletion's news.
+        while !self.emit(|buf| repr.emit(buf)) {
+            match self.ports.pool.recv() {
+                Ok(batch) => self.out = Some(batch),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Fails the writes whose datagrams had a full loop to come back and did not all do so,
+    /// and takes what is left of them out of the loop.
+    fn check_confirmations(&mut self, returned_seq: u64, now: Instant) {
+        let keys = std::mem::take(&mut self.confirming);
+        for key in keys {
+            let Some(record) = self.records.get_mut(&key) else {
+                continue;
+            };
+            let due = record
+                .confirm
+                .as_ref()
+                .is_some_and(|c| c.probe_seq.is_some_and(|seq| seq <= returned_seq));
+            if !due {
+                if record.confirm.is_some() {
+                    self.confirming.push(key);
+                }
+                continue;
+            }
+            let confirm = record.confirm.take().expect("checked");
+            let message = format!(
+                "only {} of the value's {} datagrams came back around the loop (is it over \
+                 capacity or lossy?); the write was rolled back and the key is now absent",
+                confirm.count - confirm.missing,
+                confirm.count
+            );
+            self.delete(&key, now);
+            self.pending.complete(
+                confirm.id,
+                Answer::Failed(Failure::new(FailureKind::DataLoss, message)),
+            );
         }
     }
 
@@ -927,8 +1025,16 @@ impl Processor {
             origin: self.id,
         };
         self.record(&key, version, false, now);
+        if let Some(record) = self.records.get_mut(key.as_slice()) {
+            record.confirm = Some(Confirm {
+                id,
+                seen: vec![0; (count as usize).div_ceil(64)],
+                missing: count,
+                count,
+                probe_seq: None,
+            });
+        }
         self.puts.push_back(PutJob {
-            id,
             key: key.into(),
             value,
             version,
@@ -966,8 +1072,18 @@ impl Processor {
             if job.next < job.count {
                 return;
             }
+            // All sent: the next probe's return proves they have all had time to come back.
             let job = self.puts.pop_front().expect("front exists");
-            self.pending.complete(job.id, Answer::Done);
+            let confirm = self.records.get_mut(&job.key).and_then(|r| {
+                (r.version == job.version)
+                    .then_some(r.confirm.as_mut())
+                    .flatten()
+            });
+            if let Some(confirm) = confirm {
+                confirm.probe_seq = Some(self.next_seq);
+                self.probe_wanted = true;
+                self.confirming.push(job.key);
+            }
         }
     }
 

@@ -324,8 +324,16 @@ fn a_thousand_keys() {
         let value = futures_executor::block_on(call).unwrap().value;
         assert_eq!(value, format!("value-{i}").into_bytes());
     }
-    let s = stats(&node.client).unwrap();
-    assert_eq!(s.circulating_values, 1000, "{s:?}");
+    // Every value is counted once per full loop (the window of the node's last probe).
+    wait_until(
+        Duration::from_secs(10),
+        "1000 values counted in one loop",
+        || {
+            stats(&node.client)
+                .ok()
+                .filter(|s| s.circulating_values == 1000)
+        },
+    );
 }
 
 #[test]
@@ -446,4 +454,51 @@ fn sigterm_reports_what_was_circulating() {
         .parse()
         .unwrap();
     assert!(bytes >= 100_000, "{line}");
+}
+
+#[test]
+fn a_write_that_does_not_come_back_whole_is_rolled_back() {
+    let reflector_addr = free_udp("127.0.0.1");
+    let _reflector = reflector(reflector_addr, "0.2");
+    let tap = Relay::start("127.0.0.1", reflector_addr, Duration::ZERO);
+    let node = Node::start(free_udp("127.0.0.1"), tap.addr, &[]);
+    let period = Duration::from_micros(wait_closed(&node.client).loop_period_last_us);
+    put(&node.client, "old", b"kept").unwrap();
+    tap.lose(b"lossy", 10);
+    let (c, message) = code(put(&node.client, "lossy", &pattern(100_000, 8)));
+    assert_eq!(c, RpcStatusCode::DATA_LOSS, "{message}");
+    assert!(message.contains("rolled back"), "{message}");
+    tap.lose(b"", 0);
+    assert_eq!(code(get(&node.client, "lossy")).0, RpcStatusCode::NOT_FOUND);
+    // What did make it round is taken out of the loop.
+    std::thread::sleep(period);
+    tap.reset();
+    wait_until(Duration::from_secs(10), "two loops of the survivor", || {
+        tap.census()
+            .iter()
+            .any(|((k, _, _), &n)| k == b"old" && n >= 2)
+            .then_some(())
+    });
+    assert!(
+        tap.census().keys().all(|(k, _, _)| k != b"lossy"),
+        "{:?}",
+        tap.census()
+    );
+    assert_eq!(get(&node.client, "old").unwrap(), b"kept");
+}
+
+#[test]
+fn a_value_damaged_in_the_loop_is_data_loss_not_a_wrong_answer() {
+    let reflector_addr = free_udp("127.0.0.1");
+    let _reflector = reflector(reflector_addr, "0.2");
+    let tap = Relay::start("127.0.0.1", reflector_addr, Duration::ZERO);
+    let node = Node::start(free_udp("127.0.0.1"), tap.addr, &[]);
+    wait_closed(&node.client);
+    put(&node.client, "fragile", &pattern(100_000, 2)).unwrap();
+    tap.lose(b"fragile", 7);
+    wait_until(Duration::from_secs(10), "the damage to be seen", || {
+        let result = get(&node.client, "fragile");
+        matches!(&result, Err(grpcio::Error::RpcFailure(s)) if s.code() == RpcStatusCode::DATA_LOSS)
+            .then_some(())
+    });
 }

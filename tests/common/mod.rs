@@ -273,6 +273,7 @@ pub type Census = HashMap<(Vec<u8>, u64, u64), u64>;
 pub struct Relay {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    lose: Arc<Mutex<(Vec<u8>, u64)>>,
     census: Arc<Mutex<Census>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -296,14 +297,21 @@ impl Relay {
         let addr = socket.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let census = Arc::new(Mutex::new(Census::new()));
-        let (s, c) = (stop.clone(), census.clone());
-        let thread = std::thread::spawn(move || relay(socket, to, delay, &s, &c));
+        let lose = Arc::new(Mutex::new((Vec::new(), 0)));
+        let (s, c, d) = (stop.clone(), census.clone(), lose.clone());
+        let thread = std::thread::spawn(move || relay(socket, to, delay, &s, &c, &d));
         Relay {
             addr,
             stop,
+            lose,
             census,
             thread: Some(thread),
         }
+    }
+
+    /// Loses every `n`th DATA datagram of `key` from now on (0: none), as a lossy link would.
+    pub fn lose(&self, key: &[u8], n: u64) {
+        *self.lose.lock().unwrap() = (key.to_vec(), n);
     }
 
     /// Forgets what was counted so far.
@@ -331,7 +339,9 @@ fn relay(
     delay: Duration,
     stop: &AtomicBool,
     census: &Mutex<Census>,
+    lose: &Mutex<(Vec<u8>, u64)>,
 ) {
+    let mut data_seen = 0u64;
     let mut queue: std::collections::VecDeque<(Instant, SocketAddr, Vec<u8>)> = Default::default();
     let mut other_side: Option<SocketAddr> = None;
     let mut buf = vec![0u8; 65536];
@@ -351,6 +361,13 @@ fn relay(
             if frame.frame_type() == FrameType::Data {
                 let id = (frame.key().to_vec(), frame.hlc(), frame.origin());
                 *census.lock().unwrap().entry(id).or_default() += 1;
+                let (key, n) = &*lose.lock().unwrap();
+                if *n > 0 && key == frame.key() {
+                    data_seen += 1;
+                    if data_seen % n == 0 {
+                        continue;
+                    }
+                }
             }
         }
         let dest = if from == to {
