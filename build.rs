@@ -49,6 +49,9 @@ fn main() {
             .expect("the parser describes its input");
         let module = rust_module(file.package());
         let dir = out_dir.join("protos").join(module.join("/"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).expect("clear the output directory");
+        }
         std::fs::create_dir_all(&dir).expect("create the output directory");
         protobuf_codegen::Codegen::new()
             .pure()
