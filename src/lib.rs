@@ -13,15 +13,19 @@
 //! - [`clock`]: hybrid logical clock and write versions.
 //! - [`pending`]: the table where gRPC calls wait for answers.
 //! - [`rpc`]: the gRPC API.
+//! - [`health`]: the gRPC health service (`grpc.health.v1.Health`).
+//! - [`reflection`]: gRPC server reflection, for tools such as grpcurl.
 //! - [`reflector`]: the delay reflector that closes a loop with a single node.
 //! - [`cli`]: flags and environment variables.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
 
 pub mod cli;
 pub mod clock;
+pub mod health;
 pub mod node;
 pub mod pending;
 pub mod reassembly;
+pub mod reflection;
 pub mod reflector;
 pub mod ring;
 pub mod rpc;

@@ -50,10 +50,13 @@ impl Api {
             .max_send_message_len(limit)
             .reuse_port(false)
             .build_args();
+        let health = crate::health::service(node.loop_status.clone());
         let service = elayday_service(node);
         let mut server = ServerBuilder::new(env)
             .channel_args(args)
             .register_service(service)
+            .register_service(health)
+            .register_service(crate::reflection::service())
             .build()
             .map_err(|e| io::Error::other(format!("cannot start gRPC server: {e}")))?;
         let port = server
