@@ -502,3 +502,12 @@ fn a_value_damaged_in_the_loop_is_data_loss_not_a_wrong_answer() {
             .then_some(())
     });
 }
+
+#[test]
+fn a_64_mib_value() {
+    let (node, _reflector) = node_with_reflector("0.2", &[]);
+    let value = pattern(64 << 20, 64);
+    put(&node.client, "big", &value).unwrap();
+    let got = get(&node.client, "big").unwrap();
+    assert!(got == value, "64 MiB value differs");
+}
