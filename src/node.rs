@@ -1050,8 +1050,7 @@ impl Processor {
         let mut emitted = 0;
         while let Some(job) = self.puts.front_mut() {
             while job.next < job.count && emitted < budget {
-                let start = (job.next as usize * job.chunk_len as usize).min(job.value.len());
-                let end = (start + job.chunk_len as usize).min(job.value.len());
+                let range = wire::chunk(job.value.len(), job.next, job.chunk_len);
                 let repr = DataRepr {
                     origin: self.id,
                     hlc: job.version.hlc,
@@ -1061,7 +1060,7 @@ impl Processor {
                     chunk_len: job.chunk_len,
                     parity_count: 0,
                     key: &job.key,
-                    payload: &job.value[start..end],
+                    payload: &job.value[range],
                 };
                 if !emit_into(&mut self.out, &self.ports, |buf| repr.emit(buf)) {
                     return;

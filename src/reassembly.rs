@@ -177,14 +177,12 @@ impl Reassembly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{fragment_count, DataRepr};
+    use crate::wire::{chunk, fragment_count, DataRepr};
 
     fn frames(key: &[u8], value: &[u8], hlc: u64, chunk_len: u16) -> Vec<Vec<u8>> {
         let count = fragment_count(value.len() as u64, chunk_len) as u32;
         (0..count)
             .map(|i| {
-                let start = (i as usize * chunk_len as usize).min(value.len());
-                let end = (start + chunk_len as usize).min(value.len());
                 let repr = DataRepr {
                     origin: 7,
                     hlc,
@@ -194,7 +192,7 @@ mod tests {
                     chunk_len,
                     parity_count: 0,
                     key,
-                    payload: &value[start..end],
+                    payload: &value[chunk(value.len(), i, chunk_len)],
                 };
                 let mut buf = vec![0; repr.buffer_len()];
                 repr.emit(&mut buf);
