@@ -35,6 +35,8 @@ pub const IP_UDP_OVERHEAD: usize = 48;
 const PUT_BATCHES_PER_TURN: usize = 4;
 /// Unanswered probes remembered; past this, older ones are forgotten (the loop is broken anyway).
 const MAX_OUTSTANDING_PROBES: usize = 4096;
+/// Foreign probes older than this (or ten of our loop periods) are dropped.
+const PROBE_MAX_AGE: Duration = Duration::from_secs(60);
 /// Tombstones older than this are dropped even if their origin never takes them back.
 const TOMBSTONE_MAX_AGE_MS: u64 = 10 * 60 * 1000;
 
@@ -130,7 +132,7 @@ pub const DROP_REASONS: [&str; 12] = [
     "malformed",
     "superseded",
     "deleted",
-    "stale_tombstone",
+    "stale",
     "oversize",
     "kernel",
     "send_failed",
@@ -148,7 +150,7 @@ fn drop_index(error: wire::Error) -> usize {
 }
 const DROP_SUPERSEDED: usize = 6;
 const DROP_DELETED: usize = 7;
-const DROP_STALE_TOMBSTONE: usize = 8;
+const DROP_STALE: usize = 8;
 
 /// Figures about the loop and the node.
 #[derive(Debug, Clone, Default)]
@@ -478,7 +480,12 @@ impl Processor {
                 },
                 recv(pool) -> batch => {
                     if let Ok(batch) = batch {
-                        self.out = Some(batch);
+                        if self.out.is_none() {
+                            self.out = Some(batch);
+                        } else {
+                            // Not needed after all: udp-send recycles an empty batch.
+                            let _ = self.ports.outbound.send(batch);
+                        }
                     }
                 },
                 default(wait) => {},
@@ -537,6 +544,12 @@ impl Processor {
         match frame.frame_type() {
             FrameType::Probe => {
                 if frame.origin() != self.id {
+                    // Another node's probe: its origin takes it back, unless that node is gone
+                    // (restarted nodes get a new id); then it would go round for ever.
+                    if age_ms(frame.hlc()) > self.probe_max_age_ms() {
+                        self.dropped[DROP_STALE] += 1;
+                        return false;
+                    }
                     return true;
                 }
                 self.probe_returned(frame.sequence(), now);
@@ -612,10 +625,8 @@ impl Processor {
             // Back home after a full circuit: every node has seen it.
             return false;
         }
-        if clock::now_millis().saturating_sub(clock::stamp_millis(frame.hlc()))
-            > TOMBSTONE_MAX_AGE_MS
-        {
-            self.dropped[DROP_STALE_TOMBSTONE] += 1;
+        if age_ms(frame.hlc()) > TOMBSTONE_MAX_AGE_MS {
+            self.dropped[DROP_STALE] += 1;
             return false;
         }
         let version = Version {
@@ -823,6 +834,12 @@ impl Processor {
             p.last_logged = Some(period);
             p.last_logged_at = Some(now);
         }
+    }
+
+    /// Another node's probe older than this has lost its origin.
+    fn probe_max_age_ms(&self) -> u64 {
+        let period = self.period.max.unwrap_or(Duration::ZERO);
+        (period * 10).max(PROBE_MAX_AGE).as_millis() as u64
     }
 
     fn loop_timeout(&self) -> Duration {
@@ -1127,6 +1144,11 @@ impl Processor {
             pending_requests: self.pending.len() as u64,
         }
     }
+}
+
+/// How old a frame's HLC stamp is, in milliseconds of wall-clock time.
+fn age_ms(stamp: u64) -> u64 {
+    clock::now_millis().saturating_sub(clock::stamp_millis(stamp))
 }
 
 /// Appends a frame to `out`, taking a free batch from the pool (and sending a full one on) as

@@ -419,9 +419,27 @@ fn garbage_datagrams_are_dropped_and_counted() {
         .iter()
         .map(|r| s.datagrams_dropped.get(*r).copied().unwrap_or(0))
         .sum();
-        (dropped >= 1500).then_some(s)
+        (dropped == 2000).then_some(s)
     });
-    assert!(s.datagrams_dropped["unsupported_version"] >= 500, "{s:?}");
+    assert_eq!(s.datagrams_dropped["unsupported_version"], 500, "{s:?}");
+    // A probe of a node that is long gone is taken out of the loop.
+    let stale = elayday::wire::ProbeRepr {
+        origin: 99,
+        hlc: (elayday::clock::now_millis() - 3_600_000) << 16,
+        sequence: 1,
+        sent_at_ns: 0,
+    };
+    let mut buf = vec![0; stale.buffer_len()];
+    stale.emit(&mut buf);
+    attacker.send_to(&buf, node.udp).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the stale probe to be dropped",
+        || {
+            let s = stats(&node.client).ok()?;
+            (s.datagrams_dropped["stale"] == 1).then_some(())
+        },
+    );
     assert!(s.datagrams_dropped["truncated"] > 0, "{s:?}");
     assert!(s.loop_closed);
     assert_eq!(get(&node.client, "k").unwrap(), pattern(10_000, 4));
