@@ -119,11 +119,7 @@ fn a_get_returns_within_one_loop_wherever_it_starts() {
 
 #[test]
 fn overwrite_wins_and_the_old_version_leaves_the_loop() {
-    let reflector_addr = free_udp("127.0.0.1");
-    let _reflector = reflector(reflector_addr, "0.3");
-    let tap = Relay::start("127.0.0.1", reflector_addr, Duration::ZERO);
-    let node = Node::start(free_udp("127.0.0.1"), tap.addr, &[]);
-    let period = Duration::from_micros(wait_closed(&node.client).loop_period_last_us);
+    let (node, _reflector, tap, period) = node_behind_tap("0.3");
     put(&node.client, "k", &pattern(50_000, 1)).unwrap();
     assert_eq!(get(&node.client, "k").unwrap(), pattern(50_000, 1));
     put(&node.client, "k", &pattern(30_000, 2)).unwrap();
@@ -153,11 +149,7 @@ fn overwrite_wins_and_the_old_version_leaves_the_loop() {
 
 #[test]
 fn delete_removes_the_key_from_the_loop() {
-    let reflector_addr = free_udp("127.0.0.1");
-    let _reflector = reflector(reflector_addr, "0.3");
-    let tap = Relay::start("127.0.0.1", reflector_addr, Duration::ZERO);
-    let node = Node::start(free_udp("127.0.0.1"), tap.addr, &[]);
-    let period = Duration::from_micros(wait_closed(&node.client).loop_period_last_us);
+    let (node, _reflector, tap, period) = node_behind_tap("0.3");
     put(&node.client, "gone", &pattern(20_000, 9)).unwrap();
     put(&node.client, "stays", b"here").unwrap();
     assert_eq!(get(&node.client, "gone").unwrap(), pattern(20_000, 9));
@@ -476,11 +468,7 @@ fn sigterm_reports_what_was_circulating() {
 
 #[test]
 fn a_write_that_does_not_come_back_whole_is_rolled_back() {
-    let reflector_addr = free_udp("127.0.0.1");
-    let _reflector = reflector(reflector_addr, "0.2");
-    let tap = Relay::start("127.0.0.1", reflector_addr, Duration::ZERO);
-    let node = Node::start(free_udp("127.0.0.1"), tap.addr, &[]);
-    let period = Duration::from_micros(wait_closed(&node.client).loop_period_last_us);
+    let (node, _reflector, tap, period) = node_behind_tap("0.2");
     put(&node.client, "old", b"kept").unwrap();
     tap.lose(b"lossy", 10);
     let (c, message) = code(put(&node.client, "lossy", &pattern(100_000, 8)));
@@ -507,11 +495,7 @@ fn a_write_that_does_not_come_back_whole_is_rolled_back() {
 
 #[test]
 fn a_value_damaged_in_the_loop_is_data_loss_not_a_wrong_answer() {
-    let reflector_addr = free_udp("127.0.0.1");
-    let _reflector = reflector(reflector_addr, "0.2");
-    let tap = Relay::start("127.0.0.1", reflector_addr, Duration::ZERO);
-    let node = Node::start(free_udp("127.0.0.1"), tap.addr, &[]);
-    wait_closed(&node.client);
+    let (node, _reflector, tap, _) = node_behind_tap("0.2");
     put(&node.client, "fragile", &pattern(100_000, 2)).unwrap();
     tap.lose(b"fragile", 7);
     wait_until(Duration::from_secs(10), "the damage to be seen", || {

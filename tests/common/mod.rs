@@ -264,6 +264,17 @@ pub fn node_with_reflector(delay: &str, extra: &[&str]) -> (Node, Process) {
     (node, refl)
 }
 
+/// A node whose datagrams reach a reflector (`delay` seconds) through a [`Relay`] that counts
+/// them; loop closed. Returns the loop period too.
+pub fn node_behind_tap(delay: &str) -> (Node, Process, Relay, Duration) {
+    let reflector_addr = free_udp("127.0.0.1");
+    let refl = reflector(reflector_addr, delay);
+    let tap = Relay::start("127.0.0.1", reflector_addr, Duration::ZERO);
+    let node = Node::start(free_udp("127.0.0.1"), tap.addr, &[]);
+    let period = Duration::from_micros(wait_closed(&node.client).loop_period_last_us);
+    (node, refl, tap, period)
+}
+
 /// What a [`Relay`] saw of one value version: (key, hlc, origin) -> datagrams.
 pub type Census = HashMap<(Vec<u8>, u64, u64), u64>;
 
