@@ -399,6 +399,7 @@ struct Processor {
     probes: VecDeque<ProbeSent>,
     next_seq: u64,
     next_probe_at: Instant,
+    last_probe_at: Option<Instant>,
     probe_wanted: bool,
     silent_since: Option<Instant>,
     ever_closed: bool,
@@ -443,6 +444,7 @@ impl Processor {
             probes: VecDeque::new(),
             next_seq: 0,
             next_probe_at: now,
+            last_probe_at: None,
             probe_wanted: true,
             silent_since: None,
             ever_closed: false,
@@ -462,8 +464,12 @@ impl Processor {
         let never = crossbeam_channel::never();
         while !shutdown.is_requested() {
             let now = Instant::now();
-            let wait = self
-                .next_probe_at
+            let mut due = self.next_probe_at;
+            if self.probe_wanted {
+                let spaced = self.last_probe_at.map(|at| at + self.probe_spacing());
+                due = due.min(spaced.unwrap_or(now));
+            }
+            let wait = due
                 .saturating_duration_since(now)
                 .min(Duration::from_millis(50));
             // A free batch is only worth waiting for when new frames are queued.
@@ -506,7 +512,10 @@ impl Processor {
     fn turn(&mut self) {
         let now = Instant::now();
         self.check_loop(now);
-        if self.probe_wanted || now >= self.next_probe_at {
+        let soon_enough = self
+            .last_probe_at
+            .is_none_or(|at| now >= at + self.probe_spacing());
+        if (self.probe_wanted && soon_enough) || now >= self.next_probe_at {
             self.send_probe(now);
         }
         self.expire_records(now);
@@ -737,7 +746,14 @@ impl Processor {
         self.silent_since.get_or_insert(now);
         self.next_seq += 1;
         self.probe_wanted = false;
+        self.last_probe_at = Some(now);
         self.next_probe_at = now + self.probe_interval();
+    }
+
+    /// Least time between probes sent for waiting GETs: GETs that arrive together share one.
+    fn probe_spacing(&self) -> Duration {
+        let period = self.period.last.unwrap_or(Duration::from_millis(100));
+        (period / 32).clamp(Duration::from_micros(500), Duration::from_millis(10))
     }
 
     fn probe_interval(&self) -> Duration {
