@@ -137,8 +137,13 @@ fn node_and_reflector_on_two_hosts() {
 #[test]
 #[ignore = "the client half of node_and_reflector_on_two_hosts, which runs it inside host A"]
 fn client_half_inside_host_a() {
+    // Run alone (`--include-ignored`) it has no node to talk to. Its parent does not count on
+    // its exit status alone: it looks for the closing line below.
     let Ok(grpc) = std::env::var(CLIENT_GRPC) else {
-        panic!("run only by node_and_reflector_on_two_hosts ({CLIENT_GRPC} is not set)");
+        eprintln!(
+            "skipped: run only by node_and_reflector_on_two_hosts ({CLIENT_GRPC} is not set)"
+        );
+        return;
     };
     let min_period: f64 = std::env::var(CLIENT_MIN_PERIOD).unwrap().parse().unwrap();
     let client = common::client(grpc.parse().expect("a gRPC address"));
