@@ -18,11 +18,13 @@
 //! - [`reflector`]: the delay reflector that closes a loop with a single node.
 //! - [`cli`]: flags and environment variables.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
+//! - [`notify`]: readiness and stopping messages to systemd (`sd_notify`).
 
 pub mod cli;
 pub mod clock;
 pub mod health;
 pub mod node;
+pub mod notify;
 pub mod pending;
 pub mod reassembly;
 pub mod reflection;

@@ -50,6 +50,7 @@ fn run_server(
     grpc: Option<std::net::SocketAddr>,
     shutdown: &Shutdown,
 ) -> std::io::Result<()> {
+    let destination = config.destination;
     let node = Node::start(config, shutdown)?;
     let api = match grpc {
         Some(addr) => match Api::start(addr, node.handle()) {
@@ -62,7 +63,15 @@ fn run_server(
         },
         None => None,
     };
+    let grpc_text = api
+        .as_ref()
+        .map_or("off".into(), |api| api.local_addr.to_string());
+    elayday::notify::ready(&format!(
+        "node on {}, next hop {destination}, gRPC {grpc_text}",
+        node.local_addr()
+    ));
     while !shutdown.wait_timeout(std::time::Duration::from_secs(3600)) {}
+    elayday::notify::stopping("shutting down");
     if let Some(api) = api {
         api.stop();
     }
@@ -81,7 +90,9 @@ fn run_reflector(
     shutdown: &Shutdown,
 ) -> std::io::Result<()> {
     let reflector = Reflector::bind(config)?;
+    elayday::notify::ready(&format!("reflector on {}", reflector.local_addr()));
     let stats = reflector.run(shutdown)?;
+    elayday::notify::stopping("shutting down");
     log::info!(
         "stopped; {} bytes in {} datagrams were held and are lost",
         stats.held_bytes,
