@@ -10,15 +10,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{wait_until, BIN};
+use common::{wait_until, Process, BIN};
 
 /// Set for the client half, which the test runs inside host A's namespace: the gRPC address.
 const CLIENT_GRPC: &str = "ELAYDAY_HOSTS_CLIENT_GRPC";
@@ -384,9 +381,7 @@ fn remove_stale_namespaces(ip: &Path) {
 /// An `elayday` process on one of the hosts, started as its unit starts it, with a notify socket
 /// standing in for systemd's.
 struct HostProcess {
-    child: Option<Child>,
-    log: Arc<Mutex<Vec<String>>>,
-    reader: Option<JoinHandle<()>>,
+    process: Option<Process>,
     notify: UnixDatagram,
     notify_path: PathBuf,
 }
@@ -400,38 +395,21 @@ impl HostProcess {
         notify
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let mut child = Command::new(&hosts.ip)
+        let mut command = Command::new(&hosts.ip);
+        command
             .args(["netns", "exec", namespace, BIN, role])
             .env_clear()
             .envs(load_environment_file(&text))
-            .env("NOTIFY_SOCKET", &notify_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start elayday in its namespace");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("ELAYDAY_TEST_ECHO").is_some() {
-                    eprintln!("{line}");
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
+            .env("NOTIFY_SOCKET", &notify_path);
         HostProcess {
-            child: Some(child),
-            log,
-            reader: Some(reader),
+            process: Some(Process::start(command)),
             notify,
             notify_path,
         }
     }
 
     fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
+        self.process.as_ref().map(Process::log).unwrap_or_default()
     }
 
     /// The next notification, as systemd would receive it.
@@ -457,28 +435,19 @@ impl HostProcess {
         message
     }
 
-    /// SIGTERM, as `systemctl stop` sends; returns the exit status, the next notification and
-    /// the log.
+    /// SIGTERM, as `systemctl stop` sends (`ip netns exec` has become elayday); returns the exit
+    /// status, the next notification and the log.
     fn terminate(mut self) -> (std::process::ExitStatus, String, Vec<String>) {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: plain kill(2) on our own child, which `ip netns exec` replaced by elayday.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let status = wait_until(Duration::from_secs(20), "the process to stop", || {
-            child.try_wait().unwrap()
-        });
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
+        let (status, log) = self.process.take().expect("running").terminate();
         let stopping = self.next_notification("STOPPING=1");
-        (status, stopping, self.log())
+        (status, stopping, log)
     }
 }
 
 impl Drop for HostProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(process) = self.process.take() {
+            process.kill();
         }
         let _ = std::fs::remove_file(&self.notify_path);
     }

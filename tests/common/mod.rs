@@ -61,10 +61,7 @@ impl Process {
         command
             .args(args)
             .env_remove("RUST_LOG")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("RUST_LOG", "info");
         for var in [
             "ELAYDAY_BIND",
             "ELAYDAY_DESTINATION",
@@ -76,7 +73,17 @@ impl Process {
         for (k, v) in env {
             command.env(k, v);
         }
-        let mut child = command.spawn().expect("spawn elayday");
+        Process::start(command)
+    }
+
+    /// Starts a prepared command with no stdin or stdout, collecting its stderr.
+    pub fn start(mut command: Command) -> Process {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn elayday");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
