@@ -16,9 +16,15 @@
 //! - [`reflector`]: the delay reflector that closes a loop with a single node.
 //! - [`cli`]: flags and environment variables.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
+//! - [`metrics`]: the Prometheus endpoint.
+//! - [`client`]: the command-line client (`elayday put|get|delete|stats`).
+//! - [`demo`]: `elayday demo`, a node and a reflector in one process.
 
 pub mod cli;
+pub mod client;
 pub mod clock;
+pub mod demo;
+pub mod metrics;
 pub mod node;
 pub mod pending;
 pub mod reassembly;
