@@ -6,6 +6,8 @@ mod common;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -257,7 +259,8 @@ fn stats_are_readable_and_show_the_loop() {
 }
 
 /// A pseudo-terminal: the client's stderr is its slave side, the test reads the master side.
-fn pty() -> (OwnedFd, OwnedFd) {
+/// `None` where the system has none to give (e.g. a container without /dev/pts).
+fn pty() -> Option<(OwnedFd, OwnedFd)> {
     let (mut master, mut slave) = (-1, -1);
     // SAFETY: openpty fills in two new descriptors, which we then own.
     let rc = unsafe {
@@ -269,15 +272,28 @@ fn pty() -> (OwnedFd, OwnedFd) {
             std::ptr::null(),
         )
     };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+    if rc != 0 {
+        eprintln!("openpty: {}", std::io::Error::last_os_error());
+        return None;
+    }
+    // Keep the descriptors out of processes other tests start meanwhile, and let the reader
+    // poll the master side.
+    unsafe {
+        libc::fcntl(master, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(slave, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(master, libc::F_SETFL, libc::O_NONBLOCK);
+        Some((OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)))
+    }
 }
 
 #[test]
 fn large_values_show_progress_on_a_terminal_and_erase_it() {
+    let Some((master, slave)) = pty() else {
+        eprintln!("skipped: no pseudo-terminal on this system");
+        return;
+    };
     let (node, _reflector) = node_with_reflector("0.2", &[]);
     let g = node.grpc.to_string();
-    let (master, slave) = pty();
     let mut child = Command::new(BIN)
         .args(["put", "--grpc", &g, "--timeout", "60", "big"])
         .env_remove("ELAYDAY_GRPC")
@@ -288,15 +304,32 @@ fn large_values_show_progress_on_a_terminal_and_erase_it() {
         .spawn()
         .expect("spawn elayday");
     let mut terminal = std::fs::File::from(master);
+    let exited = Arc::new(AtomicBool::new(false));
+    let done = exited.clone();
     let reader = std::thread::spawn(move || {
         let mut seen = Vec::new();
         let mut chunk = [0u8; 4096];
-        // Ends with EIO once the client, the slave side's only holder, has exited.
-        while let Ok(n) = terminal.read(&mut chunk) {
-            if n == 0 {
-                break;
+        // The master side is non-blocking: read what is there until the client has exited and
+        // its last line (the erasure) has come through, or for 5 s more at most. End of file is
+        // not to be relied on: another test's child may have inherited the slave side before it
+        // was marked close-on-exec.
+        let mut exited_at = None;
+        loop {
+            if exited_at.is_none() && done.load(Ordering::SeqCst) {
+                exited_at = Some(std::time::Instant::now());
             }
-            seen.extend_from_slice(&chunk[..n]);
+            match terminal.read(&mut chunk) {
+                Ok(n) if n > 0 => seen.extend_from_slice(&chunk[..n]),
+                _ => match exited_at {
+                    Some(at)
+                        if seen.ends_with(b"\r\x1b[2K")
+                            || at.elapsed() > Duration::from_secs(5) =>
+                    {
+                        break
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(5)),
+                },
+            }
         }
         String::from_utf8_lossy(&seen).into_owned()
     });
@@ -305,6 +338,7 @@ fn large_values_show_progress_on_a_terminal_and_erase_it() {
     stdin.write_all(&value).unwrap();
     drop(stdin);
     let status = child.wait().unwrap();
+    exited.store(true, Ordering::SeqCst);
     let drawn = reader.join().unwrap();
     assert!(status.success(), "{drawn}");
     assert!(
