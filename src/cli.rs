@@ -140,8 +140,10 @@ pub const REFLECTOR_FLAGS: &[Flag] = &[
 ];
 
 /// Where the client commands look for a node, and where `elayday demo` serves: the seed's
-/// gRPC address.
+/// gRPC address, or [`DEFAULT_GRPC_IPV4`] on a host without IPv6.
 pub const DEFAULT_GRPC: &str = "[::1]:24603";
+/// The default gRPC address where IPv6 is off.
+pub const DEFAULT_GRPC_IPV4: &str = "127.0.0.1:24603";
 
 /// Flags of the client commands: `elayday put|get|delete|stats`.
 pub const CLIENT_FLAGS: &[Flag] = &[
@@ -149,8 +151,8 @@ pub const CLIENT_FLAGS: &[Flag] = &[
         "grpc",
         "ELAYDAY_GRPC",
         "HOST:PORT",
-        Some(DEFAULT_GRPC),
-        "the node's gRPC API",
+        Some(""),
+        "the node's gRPC API [default: [::1]:24603, or 127.0.0.1:24603 without IPv6]",
     ),
     flag(
         "timeout",
@@ -465,8 +467,10 @@ fn reflector(values: &Values) -> Result<Invocation, UsageError> {
 }
 
 fn client(command: &str, values: &Values) -> Result<Invocation, UsageError> {
-    let (target, source) = values.required("grpc")?;
-    let target = grpc_target(target, source)?;
+    let target = match values.get("grpc") {
+        Some(("", _)) | None => None,
+        Some((target, source)) => Some(grpc_target(target, source)?),
+    };
     let (timeout, source) = values.required("timeout")?;
     let timeout = seconds(timeout, source)?;
     if timeout < Duration::from_millis(10) {
@@ -935,7 +939,7 @@ mod tests {
             other => panic!("{args:?}: {other:?}"),
         };
         let c = client(&["put", "k", "v"], &[]);
-        assert_eq!(c.target, DEFAULT_GRPC);
+        assert_eq!(c.target, None, "the default, picked when connecting");
         assert_eq!(c.timeout, Duration::from_secs(30));
         assert!(
             matches!(&c.request, ClientRequest::Put { key, value: ValueSource::Argument(v) } if key == "k" && v == b"v")
@@ -953,11 +957,11 @@ mod tests {
             &["get", "--timeout", "2.5", "k"],
             &[("ELAYDAY_GRPC", "node1.example:24603")],
         );
-        assert_eq!(c.target, "node1.example:24603");
+        assert_eq!(c.target.as_deref(), Some("node1.example:24603"));
         assert_eq!(c.timeout, Duration::from_millis(2500));
         assert!(matches!(c.request, ClientRequest::Get { key } if key == "k"));
         let c = client(&["delete", "k", "--grpc", "[::1]:1"], &[]);
-        assert_eq!(c.target, "[::1]:1");
+        assert_eq!(c.target.as_deref(), Some("[::1]:1"));
         assert!(matches!(c.request, ClientRequest::Delete { .. }));
         assert!(matches!(
             client(&["stats"], &[]).request,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use grpcio::{CallOption, ChannelBuilder, ClientUnaryReceiver, EnvBuilder, RpcStatusCode};
 
+use crate::cli::{DEFAULT_GRPC, DEFAULT_GRPC_IPV4};
 use crate::proto::elayday::*;
 use crate::proto::grpc::ElaydayClient;
 
@@ -44,8 +45,8 @@ const REDRAW_EVERY: Duration = Duration::from_millis(100);
 /// What the command line asks the client to do.
 #[derive(Debug)]
 pub struct ClientConfig {
-    /// The node's gRPC address, `host:port`.
-    pub target: String,
+    /// The node's gRPC address, `host:port`; `None` for the default ([`default_target`]).
+    pub target: Option<String>,
     /// Deadline of the call.
     pub timeout: Duration,
     pub request: ClientRequest,
@@ -102,6 +103,7 @@ fn execute(config: ClientConfig, progress: &mut Progress) -> Result<(), Failure>
         timeout,
         request,
     } = config;
+    let target = target.unwrap_or_else(default_target);
     let client = connect(&target);
     let option = || CallOption::default().timeout(timeout);
     let on_error = |what: &str| {
@@ -176,6 +178,16 @@ fn execute(config: ClientConfig, progress: &mut Progress) -> Result<(), Failure>
         }
     }
     Ok(())
+}
+
+/// The seed's gRPC address `[::1]:24603`, or `127.0.0.1:24603` on a host without IPv6: where
+/// `elayday demo` serves.
+pub fn default_target() -> String {
+    if crate::demo::ipv6_loopback() {
+        DEFAULT_GRPC.to_string()
+    } else {
+        DEFAULT_GRPC_IPV4.to_string()
+    }
 }
 
 fn connect(target: &str) -> ElaydayClient {

@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 
+use crate::cli::{DEFAULT_GRPC, DEFAULT_GRPC_IPV4};
 use crate::node::{Node, NodeConfig};
 use crate::reflector::{Reflector, ReflectorConfig};
 use crate::rpc::Api;
@@ -132,8 +133,16 @@ pub fn run(config: DemoConfig, shutdown: &Shutdown) -> io::Result<()> {
         reflector: reflector_addr,
         grpc: api.local_addr,
     };
+    let client_default: SocketAddr = if ipv6 {
+        DEFAULT_GRPC
+    } else {
+        DEFAULT_GRPC_IPV4
+    }
+    .parse()
+    .expect("a socket address");
     let mut stdout = io::stdout().lock();
-    let _ = stdout.write_all(banner(&shown, config.delay, &cli_name()).as_bytes());
+    let text = banner(&shown, config.delay, &cli_name(), client_default);
+    let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
     drop(stdout);
 
@@ -208,10 +217,11 @@ fn shell_quote(text: &str) -> String {
     }
 }
 
-/// What the demo prints once it serves: where things run and what to try.
-pub fn banner(addrs: &DemoAddrs, delay: Duration, cli: &str) -> String {
+/// What the demo prints once it serves: where things run and what to try. `cli` is how to call
+/// this binary; `client_default` where the CLI looks without `--grpc`.
+pub fn banner(addrs: &DemoAddrs, delay: Duration, cli: &str, client_default: SocketAddr) -> String {
     let grpc = addrs.grpc;
-    let flag = if grpc.to_string() == crate::cli::DEFAULT_GRPC {
+    let flag = if grpc == client_default {
         String::new()
     } else {
         format!(" --grpc {grpc}")
@@ -284,7 +294,8 @@ mod tests {
     #[test]
     fn the_banner_has_the_seed_calls_and_the_cli() {
         let a = config(None, None, None).addrs(true);
-        let text = banner(&a, Duration::from_secs(1), "elayday");
+        let v6 = "[::1]:24603".parse().unwrap();
+        let text = banner(&a, Duration::from_secs(1), "elayday", v6);
         assert!(text.contains(
             "grpcurl -plaintext \\\n  -d '{\"key\":\"foo\",\"value\":\"SGVsbG8gd29ybGQgCg==\"}' \\\n  [::1]:24603 elayday.Elayday/PutValue\n"
         ), "{text}");
@@ -294,12 +305,21 @@ mod tests {
         assert!(text.contains("\nelayday put foo hello\n"), "{text}");
         assert!(!text.contains("alias"), "{text}");
         let a = config(None, None, Some("127.0.0.1:9")).addrs(true);
-        let text = banner(&a, Duration::from_secs(1), "/x/elayday");
+        let text = banner(&a, Duration::from_secs(1), "/x/elayday", v6);
         assert!(
             text.contains("\nelayday get --grpc 127.0.0.1:9 foo\n"),
             "{text}"
         );
         assert!(text.contains("alias elayday=/x/elayday"), "{text}");
+        // Without IPv6 the CLI's default is the IPv4 one, so no flag is needed.
+        let a = config(None, None, None).addrs(false);
+        let v4 = "127.0.0.1:24603".parse().unwrap();
+        let text = banner(&a, Duration::from_secs(1), "elayday", v4);
+        assert!(text.contains("\nelayday get foo\n"), "{text}");
+        assert!(
+            text.contains("127.0.0.1:24603 elayday.Elayday/GetValue"),
+            "{text}"
+        );
     }
 
     #[test]
