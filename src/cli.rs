@@ -8,8 +8,11 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
+use crate::client::{ClientConfig, ClientRequest, ValueSource};
+use crate::demo::DemoConfig;
 use crate::node::{NodeConfig, IP_UDP_OVERHEAD};
 use crate::reflector::ReflectorConfig;
 use crate::udp::SocketOptions;
@@ -95,6 +98,13 @@ pub const SERVER_FLAGS: &[Flag] = &[
         Some("2"),
         "silence (no probe back) after which the loop counts as broken; at least 3 loop periods",
     ),
+    flag(
+        "bind-metrics",
+        "ELAYDAY_BIND_METRICS",
+        "ADDR:PORT",
+        Some(""),
+        "serve Prometheus metrics at http://ADDR:PORT/metrics (off when empty)",
+    ),
 ];
 
 /// Flags of `elayday reflector`.
@@ -129,6 +139,62 @@ pub const REFLECTOR_FLAGS: &[Flag] = &[
     ),
 ];
 
+/// Where the client commands look for a node, and where `elayday demo` serves: the seed's
+/// gRPC address, or [`DEFAULT_GRPC_IPV4`] on a host without IPv6.
+pub const DEFAULT_GRPC: &str = "[::1]:24603";
+/// The default gRPC address where IPv6 is off.
+pub const DEFAULT_GRPC_IPV4: &str = "127.0.0.1:24603";
+
+/// Flags of the client commands: `elayday put|get|delete|stats`.
+pub const CLIENT_FLAGS: &[Flag] = &[
+    flag(
+        "grpc",
+        "ELAYDAY_GRPC",
+        "HOST:PORT",
+        Some(""),
+        "the node's gRPC API [default: [::1]:24603, or 127.0.0.1:24603 without IPv6]",
+    ),
+    flag(
+        "timeout",
+        "ELAYDAY_TIMEOUT",
+        "SECONDS",
+        Some("30"),
+        "give up after this long (exit code 3)",
+    ),
+];
+
+/// Flags of `elayday demo`.
+pub const DEMO_FLAGS: &[Flag] = &[
+    flag(
+        "grpc",
+        "ELAYDAY_GRPC",
+        "ADDR:PORT",
+        Some(""),
+        "serve the gRPC API here [default: [::1]:24603, or 127.0.0.1:24603 without IPv6]",
+    ),
+    flag(
+        "delay",
+        "ELAYDAY_DELAY",
+        "SECONDS",
+        Some("1"),
+        "how long the reflector holds each datagram (fractions allowed)",
+    ),
+    flag(
+        "bind",
+        "ELAYDAY_DEMO_BIND",
+        "ADDR:PORT",
+        Some(""),
+        "the node's UDP address [default: [::1]:24601, or 127.0.0.1:24601 without IPv6]",
+    ),
+    flag(
+        "reflector",
+        "ELAYDAY_DEMO_REFLECTOR",
+        "ADDR:PORT",
+        Some(""),
+        "the reflector's UDP address [default: port 24602 next to the node]",
+    ),
+];
+
 /// A usage error: one line for the user, exit code 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageError(pub String);
@@ -152,9 +218,14 @@ pub enum Invocation {
     Server {
         node: NodeConfig,
         grpc: Option<SocketAddr>,
+        metrics: Option<SocketAddr>,
     },
     /// Run a reflector.
     Reflector(ReflectorConfig),
+    /// Ask a node something over gRPC.
+    Client(ClientConfig),
+    /// Run a node and a reflector in one process.
+    Demo(DemoConfig),
     /// Print this text to stdout and exit 0.
     Print(String),
 }
@@ -186,10 +257,12 @@ pub fn parse(
     let flags = match command.as_str() {
         "server" => SERVER_FLAGS,
         "reflector" => REFLECTOR_FLAGS,
+        "put" | "get" | "delete" | "stats" => CLIENT_FLAGS,
+        "demo" => DEMO_FLAGS,
         "help" => return Ok(Invocation::Print(main_help())),
         other => {
             return Err(usage(format!(
-                "unknown subcommand '{other}' (expected server or reflector; see elayday --help)"
+                "unknown subcommand '{other}' (expected server, reflector, demo, put, get, delete or stats; see elayday --help)"
             )))
         }
     };
@@ -200,7 +273,18 @@ pub fn parse(
     };
     match command.as_str() {
         "server" => server(&values),
+        "put" | "get" | "delete" | "stats" => client(&command, &values),
+        "demo" => demo(&values),
         _ => reflector(&values),
+    }
+}
+
+/// The positional arguments a subcommand takes, as shown in its usage line.
+fn positionals(command: &str) -> &'static [&'static str] {
+    match command {
+        "put" => &["KEY", "[VALUE]"],
+        "get" | "delete" => &["KEY"],
+        _ => &[],
     }
 }
 
@@ -210,9 +294,11 @@ enum Collected {
     Version,
 }
 
-/// The raw value of each flag and where it came from (for error messages).
+/// The raw value of each flag and where it came from (for error messages), and the positional
+/// arguments in order.
 pub struct Values {
     entries: Vec<(&'static Flag, Option<(String, String)>)>,
+    positional: Vec<OsString>,
 }
 
 impl Values {
@@ -243,6 +329,7 @@ fn collect(
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Collected, UsageError> {
     let mut given: Vec<Option<String>> = vec![None; flags.len()];
+    let mut positional = Vec::new();
     while let Some(arg) = parser.next().map_err(|e| usage(e.to_string()))? {
         match arg {
             lexopt::Arg::Long("help") | lexopt::Arg::Short('h') => return Ok(Collected::Help),
@@ -263,6 +350,9 @@ fn collect(
                     .into_string()
                     .map_err(|_| usage(format!("--{name}: the value is not valid UTF-8")))?;
                 given[index] = Some(value);
+            }
+            lexopt::Arg::Value(value) if positional.len() < positionals(command).len() => {
+                positional.push(value);
             }
             other => {
                 return Err(usage(format!(
@@ -288,7 +378,10 @@ fn collect(
             (flag, value)
         })
         .collect();
-    Ok(Collected::Values(Values { entries }))
+    Ok(Collected::Values(Values {
+        entries,
+        positional,
+    }))
 }
 
 fn describe(arg: &lexopt::Arg) -> String {
@@ -330,6 +423,10 @@ fn server(values: &Values) -> Result<Invocation, UsageError> {
     if loop_timeout < Duration::from_millis(10) {
         return Err(usage(format!("{source}: must be at least 0.01 seconds")));
     }
+    let metrics = match values.get("bind-metrics") {
+        Some(("", _)) | None => None,
+        Some((addr, source)) => Some(socket_addr(addr, source)?),
+    };
     let node = NodeConfig {
         bind,
         destination,
@@ -339,7 +436,11 @@ fn server(values: &Values) -> Result<Invocation, UsageError> {
         loop_timeout,
     };
     debug_assert!(node.mtu > IP_UDP_OVERHEAD);
-    Ok(Invocation::Server { node, grpc })
+    Ok(Invocation::Server {
+        node,
+        grpc,
+        metrics,
+    })
 }
 
 fn reflector(values: &Values) -> Result<Invocation, UsageError> {
@@ -362,6 +463,98 @@ fn reflector(values: &Values) -> Result<Invocation, UsageError> {
             recv_buffer: socket_buffer,
             send_buffer: socket_buffer,
         },
+    }))
+}
+
+fn client(command: &str, values: &Values) -> Result<Invocation, UsageError> {
+    let target = match values.get("grpc") {
+        Some(("", _)) | None => None,
+        Some((target, source)) => Some(grpc_target(target, source)?),
+    };
+    let (timeout, source) = values.required("timeout")?;
+    let timeout = seconds(timeout, source)?;
+    if timeout < Duration::from_millis(10) {
+        return Err(usage(format!("{source}: must be at least 0.01 seconds")));
+    }
+    let mut args = values.positional.iter();
+    let key = match args.next() {
+        None if command == "stats" => None,
+        None => {
+            return Err(usage(format!(
+                "'elayday {command}' needs a KEY (see elayday {command} --help)"
+            )))
+        }
+        Some(key) => Some(key_text(key)?),
+    };
+    let request = match (command, key) {
+        ("put", Some(key)) => {
+            let value = match args.next() {
+                None => ValueSource::Stdin,
+                Some(v) if v == "-" => ValueSource::Stdin,
+                Some(v) => ValueSource::Argument(v.as_bytes().to_vec()),
+            };
+            ClientRequest::Put { key, value }
+        }
+        ("get", Some(key)) => ClientRequest::Get { key },
+        ("delete", Some(key)) => ClientRequest::Delete { key },
+        _ => ClientRequest::Stats,
+    };
+    Ok(Invocation::Client(ClientConfig {
+        target,
+        timeout,
+        request,
+    }))
+}
+
+fn key_text(key: &OsString) -> Result<String, UsageError> {
+    let key = key.to_str().ok_or_else(|| {
+        usage("the KEY is not valid UTF-8 (keys are text; values may be any bytes)")
+    })?;
+    if key.is_empty() {
+        return Err(usage("the KEY must not be empty"));
+    }
+    Ok(key.to_string())
+}
+
+/// `[::1]:24603`, `127.0.0.1:24603` or `node1.example:24603`: something gRPC can connect to.
+pub fn grpc_target(text: &str, source: &str) -> Result<String, UsageError> {
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(text.to_string());
+    }
+    let port = match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !host.contains(':') => port,
+        _ => "",
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(usage(format!(
+            "{source}: '{text}' is not a host with a port (e.g. [::1]:24603 or node1.example:24603)"
+        )));
+    }
+    Ok(text.to_string())
+}
+
+fn demo(values: &Values) -> Result<Invocation, UsageError> {
+    let optional = |name: &str| match values.get(name) {
+        Some(("", _)) | None => Ok(None),
+        Some((addr, source)) => socket_addr(addr, source).map(Some),
+    };
+    let grpc = optional("grpc")?;
+    let bind = optional("bind")?;
+    let reflector = optional("reflector")?;
+    if let (Some(b), Some(r)) = (bind, reflector) {
+        if b.is_ipv4() != r.is_ipv4() {
+            return Err(usage(format!(
+                "--bind {b} and --reflector {r} must be of the same address family"
+            )));
+        }
+    }
+    let (delay, source) = values.required("delay")?;
+    let delay = seconds(delay, source)?;
+    Ok(Invocation::Demo(DemoConfig {
+        grpc,
+        bind,
+        reflector,
+        delay,
     }))
 }
 
@@ -472,7 +665,12 @@ fn main_help() -> String {
          Usage: elayday <COMMAND> [FLAGS]\n\n\
          Commands:\n  \
            server     run a node: forward the loop's datagrams, serve the gRPC API\n  \
-           reflector  send every datagram back to its sender after a delay\n\n\
+           reflector  send every datagram back to its sender after a delay\n  \
+           demo       run a node and a reflector in this process, on loopback\n  \
+           put        store a value:  elayday put KEY [VALUE]  (stdin without VALUE)\n  \
+           get        print a value:  elayday get KEY\n  \
+           delete     remove a key:   elayday delete KEY\n  \
+           stats      print the figures of a node's loop\n\n\
          Run 'elayday <COMMAND> --help' for the flags of a command.\n\
          Logging: RUST_LOG=debug|info|warn|error (default info).\n",
         env!("CARGO_PKG_VERSION")
@@ -481,7 +679,12 @@ fn main_help() -> String {
 
 /// Help text of a subcommand, generated from its flag table.
 pub fn command_help(command: &str, flags: &[Flag]) -> String {
-    let mut out = format!("Usage: elayday {command} [FLAGS]\n\nFlags (each also read from its environment variable; the flag wins):\n");
+    let mut args = String::new();
+    for arg in positionals(command) {
+        args.push(' ');
+        args.push_str(arg);
+    }
+    let mut out = format!("Usage: elayday {command} [FLAGS]{args}\n\n{}Flags (each also read from its environment variable; the flag wins):\n", command_about(command));
     for f in flags {
         let left = format!("--{} {}", f.name, f.value);
         let default = match f.default {
@@ -495,8 +698,38 @@ pub fn command_help(command: &str, flags: &[Flag]) -> String {
         ));
     }
     out.push_str("  -h, --help                     print this help\n  -V, --version                  print the version\n");
+    if matches!(command, "put" | "get" | "delete" | "stats") {
+        out.push_str(CLIENT_EXIT_CODES);
+    }
     out
 }
+
+fn command_about(command: &str) -> &'static str {
+    match command {
+        "put" => {
+            "Stores VALUE under KEY. Without VALUE, or when it is '-', the value is read from\n\
+                  stdin, byte for byte (any binary data). Prints nothing when done.\n\n"
+        }
+        "get" => "Writes the value of KEY to stdout exactly as stored, nothing added.\n\n",
+        "delete" => "Removes KEY from the loop.\n\n",
+        "stats" => {
+            "Prints the node's figures: loop period, what circulates, datagram counters.\n\n"
+        }
+        "demo" => {
+            "Runs a node and a reflector in this process on loopback, with the gRPC API, and\n\
+                   prints commands to try. Runs until Ctrl-C; the values are gone afterwards.\n\n"
+        }
+        _ => "",
+    }
+}
+
+const CLIENT_EXIT_CODES: &str = "\nExit codes:\n  \
+    0  done\n  \
+    1  key not found\n  \
+    2  usage error (bad flags or arguments)\n  \
+    3  server unavailable: nothing listening, the loop is broken, or no answer within --timeout\n  \
+    4  any other failure (e.g. the node refused the key or value); the reason is on stderr\n\
+    Progress is shown on stderr when it is a terminal.\n";
 
 #[cfg(test)]
 mod tests {
@@ -514,7 +747,7 @@ mod tests {
 
     #[test]
     fn seed_server_command_line() {
-        let Ok(Invocation::Server { node, grpc }) = run(
+        let Ok(Invocation::Server { node, grpc, .. }) = run(
             &[
                 "server",
                 "--bind",
@@ -542,7 +775,8 @@ mod tests {
             ("ELAYDAY_DESTINATION", "127.0.0.1:2"),
             ("ELAYDAY_MTU", "1500"),
         ];
-        let Ok(Invocation::Server { node, grpc }) = run(&["server", "--mtu", "9000"], &env) else {
+        let Ok(Invocation::Server { node, grpc, .. }) = run(&["server", "--mtu", "9000"], &env)
+        else {
             panic!("parses")
         };
         assert_eq!(node.bind.port(), 1);
@@ -696,5 +930,98 @@ mod tests {
                 "{args:?}"
             );
         }
+    }
+
+    #[test]
+    fn client_commands() {
+        let client = |args: &[&str], env: &[(&str, &str)]| match run(args, env) {
+            Ok(Invocation::Client(config)) => config,
+            other => panic!("{args:?}: {other:?}"),
+        };
+        let c = client(&["put", "k", "v"], &[]);
+        assert_eq!(c.target, None, "the default, picked when connecting");
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert!(
+            matches!(&c.request, ClientRequest::Put { key, value: ValueSource::Argument(v) } if key == "k" && v == b"v")
+        );
+        for args in [&["put", "k"][..], &["put", "k", "-"]] {
+            assert!(matches!(
+                client(args, &[]).request,
+                ClientRequest::Put {
+                    value: ValueSource::Stdin,
+                    ..
+                }
+            ));
+        }
+        let c = client(
+            &["get", "--timeout", "2.5", "k"],
+            &[("ELAYDAY_GRPC", "node1.example:24603")],
+        );
+        assert_eq!(c.target.as_deref(), Some("node1.example:24603"));
+        assert_eq!(c.timeout, Duration::from_millis(2500));
+        assert!(matches!(c.request, ClientRequest::Get { key } if key == "k"));
+        let c = client(&["delete", "k", "--grpc", "[::1]:1"], &[]);
+        assert_eq!(c.target.as_deref(), Some("[::1]:1"));
+        assert!(matches!(c.request, ClientRequest::Delete { .. }));
+        assert!(matches!(
+            client(&["stats"], &[]).request,
+            ClientRequest::Stats
+        ));
+        for (args, expected) in [
+            (&["get", "--timeout", "0", "k"][..], "at least 0.01 seconds"),
+            (&["get", "--grpc", "[::1]", "k"], "not a host with a port"),
+            (
+                &["get", "--grpc", "host:port", "k"],
+                "not a host with a port",
+            ),
+        ] {
+            let error = run(args, &[]).unwrap_err();
+            assert!(error.0.contains(expected), "{args:?}: {error}");
+        }
+        for args in [&["put", "--help"][..], &["stats", "-h"]] {
+            let Ok(Invocation::Print(text)) = run(args, &[]) else {
+                panic!("{args:?}")
+            };
+            assert!(text.contains("Exit codes:"), "{text}");
+        }
+    }
+
+    #[test]
+    fn demo_and_metrics_flags() {
+        let Ok(Invocation::Demo(d)) = run(&["demo"], &[]) else {
+            panic!("parses")
+        };
+        assert!(d.grpc.is_none() && d.bind.is_none() && d.reflector.is_none());
+        assert_eq!(d.delay, Duration::from_secs(1));
+        let Ok(Invocation::Demo(d)) = run(
+            &["demo", "--grpc", "127.0.0.1:5", "--delay", "0.5"],
+            &[("ELAYDAY_DEMO_BIND", "127.0.0.1:6")],
+        ) else {
+            panic!("parses")
+        };
+        assert_eq!(d.grpc, Some("127.0.0.1:5".parse().unwrap()));
+        assert_eq!(d.bind, Some("127.0.0.1:6".parse().unwrap()));
+        assert_eq!(d.delay, Duration::from_millis(500));
+        let error = run(
+            &["demo", "--bind", "127.0.0.1:1", "--reflector", "[::1]:2"],
+            &[],
+        )
+        .unwrap_err();
+        assert!(error.0.contains("same address family"), "{error}");
+
+        let server = ["server", "--bind", "[::1]:1", "--destination", "[::1]:2"];
+        let Ok(Invocation::Server { metrics, .. }) = run(&server, &[]) else {
+            panic!("parses")
+        };
+        assert_eq!(metrics, None, "off unless given");
+        let Ok(Invocation::Server { metrics, .. }) =
+            run(&server, &[("ELAYDAY_BIND_METRICS", "127.0.0.1:9100")])
+        else {
+            panic!("parses")
+        };
+        assert_eq!(metrics, Some("127.0.0.1:9100".parse().unwrap()));
+        let mut args = server.to_vec();
+        args.extend(["--bind-metrics", "9100"]);
+        assert!(run(&args, &[]).unwrap_err().0.contains("--bind-metrics"));
     }
 }

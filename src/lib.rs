@@ -19,10 +19,16 @@
 //! - [`cli`]: flags and environment variables.
 //! - [`shutdown`]: SIGINT/SIGTERM handling.
 //! - [`notify`]: readiness and stopping messages to systemd (`sd_notify`).
+//! - [`metrics`]: the Prometheus endpoint.
+//! - [`client`]: the command-line client (`elayday put|get|delete|stats`).
+//! - [`demo`]: `elayday demo`, a node and a reflector in one process.
 
 pub mod cli;
+pub mod client;
 pub mod clock;
+pub mod demo;
 pub mod health;
+pub mod metrics;
 pub mod node;
 pub mod notify;
 pub mod pending;

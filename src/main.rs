@@ -1,9 +1,10 @@
-//! The `elayday` binary: parses the command line and runs a node or a reflector until SIGINT or
-//! SIGTERM. Everything else lives in the library.
+//! The `elayday` binary: parses the command line and runs a node, a reflector or the demo until
+//! SIGINT or SIGTERM, or one client command. Everything else lives in the library.
 
 use std::process::ExitCode;
 
 use elayday::cli::{self, Invocation};
+use elayday::metrics::MetricsListener;
 use elayday::node::Node;
 use elayday::reflector::Reflector;
 use elayday::rpc::Api;
@@ -22,6 +23,9 @@ fn main() -> ExitCode {
         print!("{text}");
         return ExitCode::SUCCESS;
     }
+    if let Invocation::Client(config) = invocation {
+        return ExitCode::from(elayday::client::run(config));
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let shutdown = match Shutdown::on_signals() {
         Ok(shutdown) => shutdown,
@@ -31,9 +35,14 @@ fn main() -> ExitCode {
         }
     };
     let result = match invocation {
-        Invocation::Server { node, grpc } => run_server(node, grpc, &shutdown),
+        Invocation::Server {
+            node,
+            grpc,
+            metrics,
+        } => run_server(node, grpc, metrics, &shutdown),
         Invocation::Reflector(config) => run_reflector(config, &shutdown),
-        Invocation::Print(_) => unreachable!("handled above"),
+        Invocation::Demo(config) => elayday::demo::run(config, &shutdown),
+        Invocation::Print(_) | Invocation::Client(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,9 +57,11 @@ fn main() -> ExitCode {
 fn run_server(
     config: elayday::node::NodeConfig,
     grpc: Option<std::net::SocketAddr>,
+    metrics: Option<std::net::SocketAddr>,
     shutdown: &Shutdown,
 ) -> std::io::Result<()> {
     let destination = config.destination;
+    let metrics = metrics.map(MetricsListener::bind).transpose()?;
     let node = Node::start(config, shutdown)?;
     let api = match grpc {
         Some(addr) => match Api::start(addr, node.handle()) {
@@ -63,6 +74,20 @@ fn run_server(
         },
         None => None,
     };
+    let metrics = match metrics
+        .map(|m| m.serve(node.handle(), shutdown))
+        .transpose()
+    {
+        Ok(metrics) => metrics,
+        Err(e) => {
+            shutdown.request();
+            if let Some(api) = api {
+                api.stop();
+            }
+            node.join();
+            return Err(e);
+        }
+    };
     let grpc_text = api
         .as_ref()
         .map_or("off".into(), |api| api.local_addr.to_string());
@@ -74,6 +99,9 @@ fn run_server(
     elayday::notify::stopping("shutting down");
     if let Some(api) = api {
         api.stop();
+    }
+    if let Some(metrics) = metrics {
+        metrics.join();
     }
     let lost = node.join();
     log::info!(

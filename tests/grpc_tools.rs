@@ -273,8 +273,19 @@ impl<Req: Clone, Resp> Reflection<Req, Resp> {
 
     /// Half-closes the stream; the server must end it cleanly.
     fn finish(mut self) {
-        block_on(self.requests.close()).expect("half-close");
-        assert!(block_on(self.responses.next()).is_none());
+        let closed = block_on(self.requests.close());
+        assert!(
+            block_on(self.responses.next()).is_none(),
+            "the stream ends cleanly"
+        );
+        // grpcio's client sometimes reports the half-close itself as "already finished" when the
+        // server's end of stream raced it; what matters is that the stream ended without error.
+        if let Err(e) = closed {
+            assert!(
+                matches!(e, grpcio::Error::RpcFinished(None)),
+                "half-close: {e}"
+            );
+        }
     }
 }
 

@@ -55,10 +55,15 @@ fn check_default_file(file: &str, flags: &[Flag]) -> Vec<(String, String)> {
 fn default_files_have_a_valid_example_of_every_flag() {
     let node = check_default_file("packaging/default/elayday", SERVER_FLAGS);
     match parse_with("server", &node) {
-        Ok(Invocation::Server { node, grpc }) => {
+        Ok(Invocation::Server {
+            node,
+            grpc,
+            metrics,
+        }) => {
             assert_eq!(node.bind, "[::1]:24601".parse().unwrap());
             assert_eq!(node.destination, "[::1]:24602".parse().unwrap());
             assert_eq!(grpc, Some("[::1]:24603".parse().unwrap()));
+            assert_eq!(metrics, Some("[::1]:24604".parse().unwrap()));
         }
         other => panic!("the node's examples do not parse: {other:?}"),
     }

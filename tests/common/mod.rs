@@ -272,14 +272,14 @@ pub fn node_with_reflector(delay: &str, extra: &[&str]) -> (Node, Process) {
 }
 
 /// A node whose datagrams reach a reflector (`delay` seconds) through a [`Relay`] that counts
-/// them; loop closed. Returns the loop period too.
-pub fn node_behind_tap(delay: &str) -> (Node, Process, Relay, Duration) {
+/// them; loop closed.
+pub fn node_behind_tap(delay: &str) -> (Node, Process, Relay) {
     let reflector_addr = free_udp("127.0.0.1");
     let refl = reflector(reflector_addr, delay);
     let tap = Relay::start("127.0.0.1", reflector_addr, Duration::ZERO);
     let node = Node::start(free_udp("127.0.0.1"), tap.addr, &[]);
-    let period = Duration::from_micros(wait_closed(&node.client).loop_period_last_us);
-    (node, refl, tap, period)
+    wait_closed(&node.client);
+    (node, refl, tap)
 }
 
 /// What a [`Relay`] saw of one value version: (key, hlc, origin) -> datagrams.
@@ -330,6 +330,22 @@ impl Relay {
     /// Loses every `n`th DATA datagram of `key` from now on (0: none), as a lossy link would.
     pub fn lose(&self, key: &[u8], n: u64) {
         *self.lose.lock().unwrap() = (key.to_vec(), n);
+    }
+
+    /// Waits until `key` (a value of `fragments` datagrams) has made one full loop since now:
+    /// every datagram crossed out and back, then out again. Every datagram that was in the loop
+    /// when it was called has passed the node by then.
+    pub fn wait_one_loop(&self, key: &[u8], fragments: u64) {
+        self.reset();
+        wait_until(Duration::from_secs(20), "a full loop", || {
+            let census = self.census();
+            let crossings: u64 = census
+                .iter()
+                .filter(|((k, _, _), _)| k == key)
+                .map(|(_, n)| n)
+                .sum();
+            (crossings >= 3 * fragments).then_some(())
+        });
     }
 
     /// Forgets what was counted so far.
