@@ -123,7 +123,7 @@ pub enum Answer {
 }
 
 /// Reasons a datagram is dropped, as metric labels.
-pub const DROP_REASONS: [&str; 12] = [
+pub const DROP_REASONS: [&str; 11] = [
     "truncated",
     "bad_magic",
     "unsupported_version",
@@ -133,7 +133,6 @@ pub const DROP_REASONS: [&str; 12] = [
     "superseded",
     "deleted",
     "stale",
-    "oversize",
     "kernel",
     "send_failed",
 ];
@@ -151,6 +150,8 @@ fn drop_index(error: wire::Error) -> usize {
 const DROP_SUPERSEDED: usize = 6;
 const DROP_DELETED: usize = 7;
 const DROP_STALE: usize = 8;
+const DROP_KERNEL: usize = 9;
+const DROP_SEND_FAILED: usize = 10;
 
 /// Figures about the loop and the node.
 #[derive(Debug, Clone, Default)]
@@ -1139,9 +1140,9 @@ impl Processor {
         let io = &self.io;
         let mut dropped: Vec<(&'static str, u64)> =
             DROP_REASONS.iter().copied().zip(self.dropped).collect();
-        dropped[0].1 += io.truncated.load(Ordering::Relaxed);
-        dropped[10].1 += io.kernel_drops.load(Ordering::Relaxed);
-        dropped[11].1 += io.send_failed.load(Ordering::Relaxed);
+        dropped[drop_index(wire::Error::Truncated)].1 += io.truncated.load(Ordering::Relaxed);
+        dropped[DROP_KERNEL].1 += io.kernel_drops.load(Ordering::Relaxed);
+        dropped[DROP_SEND_FAILED].1 += io.send_failed.load(Ordering::Relaxed);
         let c = self.period.circulating;
         Stats {
             node_id: self.id,
