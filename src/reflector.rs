@@ -12,14 +12,15 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::shutdown::Shutdown;
-use crate::udp::{self, Outgoing, Receiver, Sender, SocketOptions, BATCH_SLOTS};
+use crate::udp::{self, Outgoing, Receiver, Sender, SocketOptions};
 
 /// Receive slots hold any UDP payload, so nothing a node sends is truncated.
 const MAX_DATAGRAM: usize = 65_536;
 /// The longest the loop sleeps, so that a shutdown request is seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
-/// The most due datagrams sent per turn of the loop, so that receiving is never starved.
-const MAX_REFLECT_PER_TURN: usize = 8 * BATCH_SLOTS;
+/// The most due datagrams sent per turn of the loop, so that receiving is never starved. One
+/// receive takes up to 64 messages of up to 64 datagrams each (GRO): sending as many keeps up.
+const MAX_REFLECT_PER_TURN: usize = 4096;
 /// The least time between two warning lines about drops.
 const WARN_INTERVAL_NS: u64 = 1_000_000_000;
 

@@ -18,8 +18,9 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::shutdown::Shutdown;
 use crate::udp::{self, Batch, SocketOptions};
 
-/// Batches in circulation inside one node (each holds up to [`udp::BATCH_SLOTS`] datagrams).
-pub const POOL_BATCHES: usize = 64;
+/// Batches in circulation inside one node, each holding up to [`udp::BATCH_SLOTS`] datagrams:
+/// 4096 datagrams in all.
+pub const POOL_BATCHES: usize = 16;
 /// How often a blocked I/O thread looks at the shutdown flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 

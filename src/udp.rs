@@ -23,7 +23,7 @@ use std::os::fd::AsRawFd;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// How many datagrams one [`Batch`] holds.
-pub const BATCH_SLOTS: usize = 64;
+pub const BATCH_SLOTS: usize = 256;
 
 /// Messages one `recvmmsg` asks for (each a datagram, or with GRO up to 64 KiB of them).
 const RECV_MESSAGES: usize = 64;
