@@ -1431,6 +1431,210 @@ mod tests {
         assert_eq!(rx.recv(&mut batch).unwrap().kernel_drops, 0);
     }
 
+    /// Sizes that make runs of every kind: long equal runs (more than one segmented send can
+    /// carry), runs ending in a shorter datagram, a longer one breaking a run, lone sizes, an
+    /// empty datagram, and a run longer than a batch so that a coalesced receive spans batches.
+    fn mixed_sizes(slot: usize) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        sizes.extend([1000; 70]);
+        sizes.push(600);
+        sizes.extend([slot; 300]);
+        sizes.extend([0, 7, 7, 7, 9, 3, 1]);
+        sizes.extend([50; 10]);
+        sizes.push(slot);
+        sizes.extend((1..=20).map(|k| k * 61));
+        sizes.extend([slot; 200]);
+        sizes.push(1);
+        sizes
+    }
+
+    /// Sends `sizes` (in batches) from a socket to another, with GSO and GRO as asked, and
+    /// checks that every datagram arrives once, whole and in order. Returns whether the
+    /// receiver saw coalesced messages, and the sender's final GSO state.
+    fn exchange(
+        v6: bool,
+        sizes: &[usize],
+        slot: usize,
+        gso: bool,
+        gro: bool,
+    ) -> Option<(bool, bool)> {
+        let (a, b) = (bound(v6, &BIG)?, bound(v6, &BIG)?);
+        let from = a.socket.local_addr().unwrap();
+        let dest: SockAddr = b.socket.local_addr().unwrap().into();
+        let mut tx = if gso {
+            Sender::new(a.socket)
+        } else {
+            Sender::without_gso(a.socket)
+        };
+        let mut rx = if gro {
+            Receiver::new(b.socket, slot)
+        } else {
+            Receiver::without_gro(b.socket, slot)
+        };
+        assert!(!tx.gso() || gso, "GSO off was asked for");
+        assert!(!rx.gro() || gro, "GRO off was asked for");
+        let mut batch = Batch::new(slot);
+        let mut sent = 0;
+        for (first, chunk) in sizes.chunks(BATCH_SLOTS).enumerate() {
+            batch.clear();
+            for (k, &len) in chunk.iter().enumerate() {
+                let n = first * BATCH_SLOTS + k;
+                assert!(batch.push_with(|buf| {
+                    for (dst, src) in buf.iter_mut().zip(pattern(n, len)) {
+                        *dst = src;
+                    }
+                    len
+                }));
+            }
+            let report = tx.send_to(&batch, &dest).unwrap();
+            assert_eq!(
+                (report.sent, report.bytes, report.failed),
+                (chunk.len(), chunk.iter().sum(), 0)
+            );
+            sent += report.sent;
+        }
+        assert_eq!(sent, sizes.len());
+
+        rx.socket()
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut got = 0;
+        let mut coalesced = false;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got < sizes.len() {
+            assert!(
+                Instant::now() < deadline,
+                "only {got} of {} arrived",
+                sizes.len()
+            );
+            let report = rx.recv(&mut batch).unwrap();
+            assert_eq!(
+                (report.received, report.truncated, report.kernel_drops),
+                (batch.len(), 0, 0)
+            );
+            coalesced |= (0..rx.arena.count).any(|m| rx.arena.lens[m] > rx.arena.segments[m]);
+            for i in 0..batch.len() {
+                let n = got + i;
+                assert!(n < sizes.len(), "more datagrams than were sent");
+                assert_eq!(batch.datagram(i).len(), sizes[n], "datagram {n}");
+                assert!(
+                    batch.datagram(i).iter().copied().eq(pattern(n, sizes[n])),
+                    "datagram {n} corrupted"
+                );
+                assert_eq!(batch.peer(i), Some(from));
+            }
+            got += batch.len();
+        }
+        assert_eq!(
+            rx.recv_nonblocking(&mut batch).unwrap().received,
+            0,
+            "nothing extra"
+        );
+        Some((coalesced, tx.gso()))
+    }
+
+    #[test]
+    fn coalesced_datagrams_are_split_in_order_ipv4() {
+        let Some((coalesced, gso)) = exchange(false, &mixed_sizes(1232), 1232, true, true) else {
+            return;
+        };
+        assert!(gso, "GSO was given up");
+        assert!(coalesced, "GSO and GRO on, yet no datagrams were coalesced");
+    }
+
+    #[test]
+    fn coalesced_datagrams_are_split_in_order_ipv6() {
+        if let Some((coalesced, _)) = exchange(true, &mixed_sizes(1232), 1232, true, true) {
+            assert!(coalesced, "GSO and GRO on, yet no datagrams were coalesced");
+        }
+    }
+
+    #[test]
+    fn segmented_sends_reach_a_receiver_without_gro() {
+        // The kernel splits them again before queueing.
+        let (coalesced, _) = exchange(false, &mixed_sizes(1232), 1232, true, false).unwrap();
+        assert!(!coalesced);
+    }
+
+    #[test]
+    fn plain_sends_reach_a_receiver_with_gro() {
+        let (coalesced, gso) = exchange(false, &mixed_sizes(1232), 1232, false, true).unwrap();
+        assert!(!coalesced && !gso);
+    }
+
+    #[test]
+    fn plain_sends_reach_a_plain_receiver() {
+        let (coalesced, _) = exchange(false, &mixed_sizes(1232), 1232, false, false).unwrap();
+        assert!(!coalesced);
+    }
+
+    #[test]
+    fn refused_segmented_sends_go_one_by_one() {
+        // The kernel refuses to segment for a socket that sends without UDP checksums (EINVAL),
+        // as it may for a route that cannot: the datagrams still go, and GSO is given up.
+        let a = bound(false, &BIG).unwrap();
+        let b = bound(false, &BIG).unwrap();
+        set_int_option(a.socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, 1).unwrap();
+        let dest: SockAddr = b.socket.local_addr().unwrap().into();
+        let mut tx = Sender::new(a.socket);
+        if !tx.gso() {
+            eprintln!("skipping: no GSO on this kernel");
+            return;
+        }
+        let sizes = [300, 300, 300, 100, 20, 20];
+        let mut batch = Batch::new(300);
+        fill(&mut batch, &sizes);
+        let report = tx.send_to(&batch, &dest).unwrap();
+        assert_eq!((report.sent, report.bytes, report.failed), (6, 1040, 0));
+        assert!(!tx.gso(), "GSO is given up after a refusal");
+        let mut rx = Receiver::new(b.socket, 300);
+        let got = recv_all(&mut rx, 6, 300);
+        for (i, (payload, _)) in got.iter().enumerate() {
+            assert!(
+                payload.iter().copied().eq(pattern(i, sizes[i])),
+                "datagram {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_datagram_is_handed_over_without_a_batch() {
+        let a = bound(false, &BIG).unwrap();
+        let b = bound(false, &BIG).unwrap();
+        let from = a.socket.local_addr().unwrap();
+        let dest: SockAddr = b.socket.local_addr().unwrap().into();
+        // Slots of 100 bytes: the 150-byte run is too large and counted, the rest arrives.
+        let sizes = [40, 40, 40, 150, 150, 150, 100, 100, 0, 60];
+        let mut batch = Batch::new(150);
+        fill(&mut batch, &sizes);
+        // GRO applies to what is queued after it is turned on.
+        let mut rx = Receiver::new(b.socket, 100);
+        Sender::new(a.socket).send_to(&batch, &dest).unwrap();
+        let (mut got, mut truncated, mut coalesced) = (Vec::new(), 0, false);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() + truncated < sizes.len() {
+            assert!(Instant::now() < deadline, "only {} arrived", got.len());
+            let report = rx
+                .recv_each_nonblocking(|peer, datagram| {
+                    got.push((peer.to_vec(), datagram.to_vec()))
+                })
+                .unwrap();
+            truncated += report.truncated;
+            coalesced |= (0..rx.arena.count).any(|m| rx.arena.lens[m] > rx.arena.segments[m]);
+        }
+        assert_eq!(truncated, 3);
+        assert!(coalesced || !rx.gro(), "GRO on, yet nothing was coalesced");
+        let expected: Vec<usize> = (0..sizes.len()).filter(|&i| sizes[i] <= 100).collect();
+        assert_eq!(got.len(), expected.len());
+        for ((peer, payload), &i) in got.iter().zip(&expected) {
+            assert!(
+                payload.iter().copied().eq(pattern(i, sizes[i])),
+                "datagram {i}"
+            );
+            assert_eq!(peer.as_slice(), sockaddr_bytes(&from.into()));
+        }
+    }
+
     /// Feeds `drop_delta` a control message announcing `counter`.
     fn announce(counter: u32, last: &mut u32) -> u64 {
         let mut buffer = [0u64; CMSG_SLOT_WORDS];
