@@ -50,6 +50,8 @@ pub struct ReflectorStats {
     /// Datagrams larger than the receive slots, dropped.
     pub dropped_truncated: u64,
     /// Datagrams the kernel dropped before the reflector could read them (not in `received`).
+    /// A lower bound: with GRO the kernel counts a dropped coalesced buffer (up to 64
+    /// datagrams) once.
     pub kernel_drops: u64,
     /// Datagrams the kernel refused to send back.
     pub send_failures: u64,

@@ -341,7 +341,8 @@ pub struct RecvReport {
     pub truncated: usize,
     /// Datagrams the kernel dropped (receive buffer full) since the previous report. The kernel
     /// attaches its counter to the next datagram it queues, so drops show up with the first
-    /// datagram received after them.
+    /// datagram received after them. With GRO on, the kernel counts a dropped coalesced buffer
+    /// once however many datagrams (up to 64) it held, so the count is then a lower bound.
     pub kernel_drops: u64,
     /// The call took as many messages from the kernel as one syscall can (or left some for
     /// the next call): more are probably queued.
