@@ -90,18 +90,24 @@ impl Ring {
         let (outbound_tx, outbound_rx) = crossbeam_channel::bounded(POOL_BATCHES);
         let counters = Arc::new(IoCounters::default());
 
+        let receiver = udp::Receiver::new(bound.socket, slot_size);
+        let sender = udp::Sender::new(send_socket);
+        let on_off = |on: bool| if on { "on" } else { "off" };
+        log::debug!(
+            "UDP {local_addr}: GRO {}, GSO {}",
+            on_off(receiver.gro()),
+            on_off(sender.gso())
+        );
         let recv = {
             let free = free_rx.clone();
             let counters = counters.clone();
             let shutdown = shutdown.clone();
-            let receiver = udp::Receiver::new(bound.socket, slot_size);
             spawn("udp-recv", move || {
                 receive(receiver, free, inbound_tx, &counters, &shutdown)
             })?
         };
         let send = {
             let counters = counters.clone();
-            let sender = udp::Sender::new(send_socket);
             spawn("udp-send", move || {
                 transmit(sender, destination, outbound_rx, free_tx, &counters)
             })?
