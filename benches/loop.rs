@@ -4,9 +4,15 @@
 //! 1. the loop period with `--delay 1`;
 //! 2. GET latency p50/p99 for a 1 KiB and a 10 MiB value (`--delay 1`);
 //! 3. the node's resident memory with 100+ MiB circulating;
-//! 4. the forwarding rate (datagrams/s, MB/s) with `--delay 0.5` as the loop is filled.
+//! 4. the forwarding rate (datagrams/s, MB/s) with `--delay 0.5` as the loop is filled, until
+//!    the reflector's `--max-buffer` (256 MiB by default) is full;
+//! 5. the same with `--delay 0.1`, where the buffer allows more than the loop can carry: the
+//!    rate stops growing and the period stretches past the delay at the forwarding ceiling.
 //!
-//! `cargo bench --bench loop` runs it all (about two minutes). Without `--bench` (as
+//! The reflector's losses come from its log (kernel drops: with GRO a dropped coalesced buffer
+//! counts once, so they are a lower bound).
+//!
+//! `cargo bench --bench loop` runs it all (about three minutes). Without `--bench` (as
 //! `cargo test --benches` runs it) it makes one short pass so the benchmark keeps working.
 
 #[path = "../tests/common/mod.rs"]
@@ -82,11 +88,27 @@ fn main() {
     drop(reflector_process);
 
     // 4: delay 0.5 s, fill step by step.
-    let (node, _reflector) = node_with_reflector("0.5", &["--max-value-size", "64M"]);
-    println!("forwarding with --delay 0.5 (1232-byte datagrams):");
-    println!("  circulating MiB | datagrams/s | MB/s  | dropped (kernel) | node RSS KiB | PUT confirmed in");
     let step = if full { 32usize << 20 } else { 4 << 20 };
-    for n in 0..fill_steps {
+    fill_and_measure("0.5", step, fill_steps);
+
+    // 5: delay 0.1 s, smaller steps, up to the ceiling.
+    let (step, steps) = if full {
+        (16usize << 20, 14)
+    } else {
+        (4 << 20, 1)
+    };
+    fill_and_measure("0.1", step, steps);
+}
+
+/// Starts a node and a reflector with `delay`, then adds `step`-byte values one at a time (at
+/// most `steps`), printing the forwarding rate after each.
+fn fill_and_measure(delay: &str, step: usize, steps: usize) {
+    let (node, reflector) = node_with_reflector(delay, &["--max-value-size", "64M"]);
+    println!("forwarding with --delay {delay} (1232-byte datagrams):");
+    println!(
+        "  circulating MiB | datagrams/s | MB/s   | period ms | node dropped (kernel) | reflector lost (kernel) | node RSS KiB | PUT confirmed in"
+    );
+    for n in 0..steps {
         let t = Instant::now();
         if let Err(e) = put(&node.client, &format!("rate-{n}"), &vec![n as u8; step]) {
             println!(
@@ -104,19 +126,46 @@ fn main() {
         let datagrams = (after.datagrams_forwarded - before.datagrams_forwarded) as f64 / secs;
         let bytes = (after.bytes_forwarded - before.bytes_forwarded) as f64 / secs;
         let dropped: u64 = after.datagrams_dropped.values().sum();
+        let (lost, lost_kernel) = reflector_losses(&reflector);
         println!(
-            "  {:>15.1} | {:>11.0} | {:>5.1} | {:>16} | {:>12} | {:?}",
+            "  {:>15.1} | {:>11.0} | {:>6.1} | {:>9.1} | {:>21} | {:>23} | {:>12} | {:?}",
             after.circulating_bytes as f64 / (1 << 20) as f64,
             datagrams,
             bytes / 1e6,
+            ms(after.loop_period_last_us),
             format!(
                 "{dropped} ({})",
                 after.datagrams_dropped.get("kernel").copied().unwrap_or(0)
             ),
+            format!("{lost} ({lost_kernel})"),
             rss_kib(node.process.pid()),
             confirmed,
         );
     }
+}
+
+/// What the reflector reported losing so far (all reasons, and the kernel's part), summed over
+/// its warning lines ("reflector lost datagrams: A with the ... buffer full, B too large, C
+/// dropped by the kernel, D refused on send"). Counts of the last second may still be pending.
+fn reflector_losses(reflector: &Process) -> (u64, u64) {
+    let (mut all, mut kernel) = (0, 0);
+    for line in reflector.log() {
+        let Some((_, counts)) = line.split_once("reflector lost datagrams: ") else {
+            continue;
+        };
+        for part in counts.split(", ") {
+            let n: u64 = part
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            all += n;
+            if part.contains("by the kernel") {
+                kernel += n;
+            }
+        }
+    }
+    (all, kernel)
 }
 
 /// Waits until `n` more loop periods have been measured, returns the stats then.

@@ -2,8 +2,11 @@
 //! thread counts the echoes, and the reflector's own stats say where the rest went.
 //!
 //! `cargo bench --bench reflector` runs three payload sizes flat out, then 512-byte datagrams at
-//! fixed rates, for a few seconds each (the target needs `harness = false`). Run without `--bench` (as `cargo test --benches` does) it makes one
-//! short round, so that the benchmark keeps compiling and working. It only talks to 127.0.0.1.
+//! fixed rates, then the node's datagram size (1232 bytes at the default MTU) flat out from a
+//! client without GSO (every datagram its own send, as from an old kernel) and at high fixed
+//! rates, for a few seconds each (the target needs `harness = false`). Run without `--bench`
+//! (as `cargo test --benches` does) it makes one short round, so that the benchmark keeps
+//! compiling and working. It only talks to 127.0.0.1.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,28 +25,37 @@ const DELAY: Duration = Duration::from_millis(10);
 /// How long the client keeps listening after it stopped sending and nothing came back.
 const QUIET: Duration = Duration::from_millis(300);
 
+/// The node's datagrams at the default MTU (1280 - 48).
+const NODE_DATAGRAM: usize = 1232;
+
 fn main() {
     let full = std::env::args().any(|arg| arg == "--bench");
-    let (sizes, paced, duration): (&[usize], &[u64], _) = if full {
+    let (sizes, paced, node_paced, duration): (&[usize], &[u64], &[u64], _) = if full {
         (
             &[64, 512, 1400],
             &[100_000, 150_000, 200_000],
+            &[400_000, 800_000],
             Duration::from_secs(3),
         )
     } else {
-        (&[512], &[50_000], Duration::from_millis(200))
+        (&[512], &[50_000], &[], Duration::from_millis(200))
     };
     println!("reflector on loopback, delay {DELAY:?}, {duration:?} of sending per line");
     for &size in sizes {
-        round(size, None, duration);
+        round(size, None, true, duration);
     }
     for &rate in paced {
-        round(512, Some(rate), duration);
+        round(512, Some(rate), true, duration);
+    }
+    round(NODE_DATAGRAM, None, false, duration);
+    for &rate in node_paced {
+        round(NODE_DATAGRAM, Some(rate), true, duration);
     }
 }
 
-/// Sends `payload`-byte datagrams for `duration`, flat out or at `rate` datagrams a second.
-fn round(payload: usize, rate: Option<u64>, duration: Duration) {
+/// Sends `payload`-byte datagrams for `duration`, flat out or at `rate` datagrams a second,
+/// with GSO if `gso` (and the kernel has it).
+fn round(payload: usize, rate: Option<u64>, gso: bool, duration: Duration) {
     let loopback: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
     let reflector = Reflector::bind(ReflectorConfig {
         bind: loopback,
@@ -70,7 +82,11 @@ fn round(payload: usize, rate: Option<u64>, duration: Duration) {
         std::thread::spawn(move || count_echoes(&mut receiver, payload, &done_sending))
     };
 
-    let mut sender = Sender::new(client);
+    let mut sender = if gso {
+        Sender::new(client)
+    } else {
+        Sender::without_gso(client)
+    };
     let mut batch = Batch::new(payload);
     while batch.push_with(|slot| {
         slot.fill(0xa5);
@@ -99,8 +115,9 @@ fn round(payload: usize, rate: Option<u64>, duration: Duration) {
         || "flat out".to_string(),
         |rate| format!("at {}k/s", rate / 1000),
     );
+    let client_label = if sender.gso() { "" } else { " (no GSO)" };
     println!(
-        "{payload:>5} B {:>11}: sent {sent} ({:.0}/s), reflected {} ({:.0}/s), echoed back {echoed} ({:.0}/s, {:.1}% of sent)",
+        "{payload:>5} B {:>11}{client_label}: sent {sent} ({:.0}/s), reflected {} ({:.0}/s), echoed back {echoed} ({:.0}/s, {:.1}% of sent)",
         rate_label,
         per_second(sent, sending),
         stats.reflected,

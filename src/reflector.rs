@@ -12,14 +12,15 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::shutdown::Shutdown;
-use crate::udp::{self, Batch, Outgoing, Receiver, Sender, SocketOptions, BATCH_SLOTS};
+use crate::udp::{self, Outgoing, Receiver, Sender, SocketOptions};
 
 /// Receive slots hold any UDP payload, so nothing a node sends is truncated.
 const MAX_DATAGRAM: usize = 65_536;
 /// The longest the loop sleeps, so that a shutdown request is seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
-/// The most due datagrams sent per turn of the loop, so that receiving is never starved.
-const MAX_REFLECT_PER_TURN: usize = 8 * BATCH_SLOTS;
+/// The most due datagrams sent per turn of the loop, so that receiving is never starved. One
+/// receive takes up to 64 messages of up to 64 datagrams each (GRO): sending as many keeps up.
+const MAX_REFLECT_PER_TURN: usize = 4096;
 /// The least time between two warning lines about drops.
 const WARN_INTERVAL_NS: u64 = 1_000_000_000;
 
@@ -49,6 +50,8 @@ pub struct ReflectorStats {
     /// Datagrams larger than the receive slots, dropped.
     pub dropped_truncated: u64,
     /// Datagrams the kernel dropped before the reflector could read them (not in `received`).
+    /// A lower bound: with GRO the kernel counts a dropped coalesced buffer (up to 64
+    /// datagrams) once.
     pub kernel_drops: u64,
     /// Datagrams the kernel refused to send back.
     pub send_failures: u64,
@@ -67,7 +70,6 @@ pub struct Reflector {
     send_buffer: usize,
     receiver: Receiver,
     sender: Sender,
-    batch: Batch,
     ring: Ring,
 }
 
@@ -98,7 +100,6 @@ impl Reflector {
             send_buffer: bound.send_buffer,
             receiver: Receiver::new(bound.socket, MAX_DATAGRAM),
             sender,
-            batch: Batch::new(MAX_DATAGRAM),
             ring,
         })
     }
@@ -118,6 +119,11 @@ impl Reflector {
             self.ring.capacity(),
             self.recv_buffer,
             self.send_buffer,
+        );
+        log::debug!(
+            "reflector batching: UDP GRO {}, UDP GSO {}",
+            on_off(self.receiver.gro()),
+            on_off(self.sender.gso()),
         );
         warn_if_capped(
             "receive",
@@ -156,18 +162,15 @@ impl Reflector {
             if !readable {
                 continue;
             }
-            let report = self.receiver.recv_nonblocking(&mut self.batch)?;
-            backlog = report.received + report.truncated == BATCH_SLOTS;
             let due = now_ns().saturating_add(delay_ns);
             let mut full = 0;
-            for i in 0..self.batch.len() {
-                if !self
-                    .ring
-                    .push(due, self.batch.peer_bytes(i), self.batch.datagram(i))
-                {
+            let ring = &mut self.ring;
+            let report = self.receiver.recv_each_nonblocking(|peer, datagram| {
+                if !ring.push(due, peer, datagram) {
                     full += 1;
                 }
-            }
+            })?;
+            backlog = report.saturated;
             stats.received += (report.received + report.truncated) as u64;
             stats.dropped_full += full;
             stats.dropped_truncated += report.truncated as u64;
@@ -220,6 +223,14 @@ impl Reflector {
         stats.send_failures += report.failed as u64;
         warnings.send_failures += report.failed as u64;
         Ok(())
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
     }
 }
 
@@ -507,7 +518,7 @@ impl<'a> Iterator for RingIter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::udp::{sockaddr_bytes, BATCH_SLOTS};
+    use crate::udp::{sockaddr_bytes, Batch, BATCH_SLOTS};
     use std::collections::VecDeque;
     use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
     use std::thread::JoinHandle;

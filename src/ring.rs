@@ -18,8 +18,9 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::shutdown::Shutdown;
 use crate::udp::{self, Batch, SocketOptions};
 
-/// Batches in circulation inside one node (each holds up to [`udp::BATCH_SLOTS`] datagrams).
-pub const POOL_BATCHES: usize = 64;
+/// Batches in circulation inside one node, each holding up to [`udp::BATCH_SLOTS`] datagrams:
+/// 4096 datagrams in all.
+pub const POOL_BATCHES: usize = 16;
 /// How often a blocked I/O thread looks at the shutdown flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -89,18 +90,24 @@ impl Ring {
         let (outbound_tx, outbound_rx) = crossbeam_channel::bounded(POOL_BATCHES);
         let counters = Arc::new(IoCounters::default());
 
+        let receiver = udp::Receiver::new(bound.socket, slot_size);
+        let sender = udp::Sender::new(send_socket);
+        let on_off = |on: bool| if on { "on" } else { "off" };
+        log::debug!(
+            "UDP {local_addr}: GRO {}, GSO {}",
+            on_off(receiver.gro()),
+            on_off(sender.gso())
+        );
         let recv = {
             let free = free_rx.clone();
             let counters = counters.clone();
             let shutdown = shutdown.clone();
-            let receiver = udp::Receiver::new(bound.socket, slot_size);
             spawn("udp-recv", move || {
                 receive(receiver, free, inbound_tx, &counters, &shutdown)
             })?
         };
         let send = {
             let counters = counters.clone();
-            let sender = udp::Sender::new(send_socket);
             spawn("udp-send", move || {
                 transmit(sender, destination, outbound_rx, free_tx, &counters)
             })?

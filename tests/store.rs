@@ -399,9 +399,14 @@ fn garbage_datagrams_are_dropped_and_counted() {
         .iter()
         .map(|r| s.datagrams_dropped.get(*r).copied().unwrap_or(0))
         .sum();
-        (dropped == 2000).then_some(s)
+        // All 2000 are invalid: wait until each was counted (or lost by the kernel), or the
+        // counts below may be read while the last of the burst is still being processed.
+        let lost = s.datagrams_dropped.get("kernel").copied().unwrap_or(0);
+        (dropped + lost >= 2000).then_some(s)
     });
-    assert_eq!(s.datagrams_dropped["unsupported_version"], 500, "{s:?}");
+    if s.datagrams_dropped["kernel"] == 0 {
+        assert_eq!(s.datagrams_dropped["unsupported_version"], 500, "{s:?}");
+    }
     // A probe of a node that is long gone is taken out of the loop.
     let stale = elayday::wire::ProbeRepr {
         origin: 99,
