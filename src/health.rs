@@ -7,11 +7,10 @@
 //! touch the processor or the delay line itself: a health check never sends a command.
 
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use futures_util::{Sink, SinkExt};
+use futures_util::SinkExt;
 use grpcio::{RpcStatus, RpcStatusCode, ServerStreamingSink, ServiceBuilder, WriteFlags};
 
 use crate::node::LoopStatus;
@@ -85,10 +84,10 @@ async fn watch(
             if sent != Some(status) {
                 return Poll::Ready(Some(status));
             }
-            match Pin::new(&mut sink).poll_ready(cx) {
-                Poll::Ready(Err(_)) => Poll::Ready(None),
-                _ => Poll::Pending,
+            if crate::rpc::call_ended(&mut sink, cx) {
+                return Poll::Ready(None);
             }
+            Poll::Pending
         })
         .await;
         let Some(status) = next else {

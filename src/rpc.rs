@@ -14,7 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use futures_util::{Sink, SinkExt, StreamExt};
 use grpcio::{
@@ -235,10 +235,10 @@ async fn serve<Req, Resp>(
         if let Some(answer) = node.pending.take_or_park(id, cx.waker()) {
             return Poll::Ready(Some(answer));
         }
-        match Pin::new(&mut sink).poll_ready(cx) {
-            Poll::Ready(Err(_)) => Poll::Ready(None),
-            _ => Poll::Pending,
+        if call_ended(&mut sink, cx) {
+            return Poll::Ready(None);
         }
+        Poll::Pending
     })
     .await;
     let Some(answer) = answer else {
@@ -268,6 +268,15 @@ async fn serve<Req, Resp>(
     if let Err(e) = sent {
         log::debug!("{method}: could not answer request {id}: {e}");
     }
+}
+
+/// Whether the client has ended the call (cancelled it, or its deadline passed) before we
+/// answered; if not, `cx` is woken when it does. Only a streaming sink reports this.
+pub(crate) fn call_ended<T, S>(sink: &mut S, cx: &mut Context<'_>) -> bool
+where
+    S: Sink<(T, WriteFlags)> + Unpin,
+{
+    matches!(Pin::new(sink).poll_ready(cx), Poll::Ready(Err(_)))
 }
 
 fn code(kind: FailureKind) -> RpcStatusCode {
