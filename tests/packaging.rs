@@ -6,7 +6,9 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use elayday::cli::{self, Flag, Invocation, REFLECTOR_FLAGS, SERVER_FLAGS};
+use elayday::cli::{
+    self, Flag, Invocation, CLIENT_FLAGS, DEMO_FLAGS, REFLECTOR_FLAGS, SERVER_FLAGS,
+};
 
 fn read(relative: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
@@ -79,7 +81,8 @@ fn default_files_have_a_valid_example_of_every_flag() {
 #[test]
 fn man_page_documents_every_flag_and_variable() {
     let page = read("packaging/elayday.1");
-    for flag in SERVER_FLAGS.iter().chain(REFLECTOR_FLAGS) {
+    let every = [SERVER_FLAGS, REFLECTOR_FLAGS, CLIENT_FLAGS, DEMO_FLAGS];
+    for flag in every.into_iter().flatten() {
         let roff_flag = format!("\\-\\-{}", flag.name.replace('-', "\\-"));
         assert!(
             page.contains(&roff_flag),
