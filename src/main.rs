@@ -47,7 +47,6 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
