@@ -397,6 +397,14 @@ fn server(values: &Values) -> Result<Invocation, UsageError> {
     let bind = socket_addr(bind, source)?;
     let (destination, source) = values.required("destination")?;
     let destination = resolve(destination, source, bind)?;
+    let same_ip = destination.ip() == bind.ip()
+        || (bind.ip().is_unspecified() && destination.ip().is_loopback());
+    if same_ip && destination.port() == bind.port() {
+        return Err(usage(format!(
+            "{source}: {destination} is this node's own --bind address; the loop needs another \
+             node or a reflector"
+        )));
+    }
     let grpc = match values.get("bind-grpc") {
         Some(("", _)) | None => None,
         Some((addr, source)) => Some(socket_addr(addr, source)?),
@@ -860,6 +868,20 @@ mod tests {
             ),
             (&["server", "--bind"], "--bind needs a value"),
             (&["server", "stray"], "unexpected argument 'stray'"),
+            (
+                &["server", "--bind", "[::1]:7", "--destination", "[::1]:7"],
+                "own --bind address",
+            ),
+            (
+                &[
+                    "server",
+                    "--bind",
+                    "0.0.0.0:7",
+                    "--destination",
+                    "127.0.0.1:7",
+                ],
+                "own --bind address",
+            ),
             (
                 &["reflector", "--bind", "[::1]:1", "--delay", "-1"],
                 "out of range",
