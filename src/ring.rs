@@ -21,6 +21,8 @@ use crate::udp::{self, Batch, SocketOptions};
 /// Batches in circulation inside one node, each holding up to [`udp::BATCH_SLOTS`] datagrams:
 /// 4096 datagrams in all.
 pub const POOL_BATCHES: usize = 16;
+/// The least time between two warnings about datagrams lost on receive.
+const DROP_WARN_INTERVAL: Duration = Duration::from_secs(60);
 /// How often a blocked I/O thread looks at the shutdown flag.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -147,7 +149,19 @@ fn receive(
     shutdown: &Shutdown,
 ) {
     let mut batch = None;
+    let mut warned_at: Option<std::time::Instant> = None;
+    let (mut truncated, mut dropped) = (0u64, 0u64);
     while !shutdown.is_requested() {
+        if truncated + dropped > 0 && warned_at.is_none_or(|at| at.elapsed() >= DROP_WARN_INTERVAL)
+        {
+            log::warn!(
+                "lost {dropped} datagrams in the kernel (receive buffer full: raise \
+                 --socket-buffer or net.core.rmem_max) and {truncated} longer than --mtu allows \
+                 (every hop must use the same --mtu)"
+            );
+            (truncated, dropped) = (0, 0);
+            warned_at = Some(std::time::Instant::now());
+        }
         let mut current = match batch.take() {
             Some(b) => b,
             None => match free.recv_timeout(POLL_INTERVAL) {
@@ -158,6 +172,8 @@ fn receive(
         };
         match receiver.recv(&mut current) {
             Ok(report) => {
+                truncated += report.truncated as u64;
+                dropped += report.kernel_drops;
                 counters
                     .truncated
                     .fetch_add(report.truncated as u64, Ordering::Relaxed);

@@ -500,3 +500,22 @@ fn a_64_mib_value() {
     let got = get(&node.client, "big").unwrap();
     assert!(got == value, "64 MiB value differs");
 }
+
+#[test]
+fn datagrams_longer_than_the_mtu_are_dropped_counted_and_logged() {
+    let (node, _reflector) = node_with_reflector("0.2", &[]);
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(&[0u8; 2000], node.udp).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the long datagram to be counted",
+        || {
+            let s = stats(&node.client).ok()?;
+            (s.datagrams_dropped["truncated"] == 1).then_some(())
+        },
+    );
+    node.process
+        .wait_for_log("longer than --mtu allows", Duration::from_secs(10));
+    put(&node.client, "k", b"still fine").unwrap();
+    assert_eq!(get(&node.client, "k").unwrap(), b"still fine");
+}
