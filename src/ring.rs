@@ -31,16 +31,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub struct IoCounters {
     /// Datagrams received.
     pub received: AtomicU64,
-    /// Bytes received.
-    pub received_bytes: AtomicU64,
     /// Datagrams longer than `--mtu` allows, cut by the kernel and dropped.
     pub truncated: AtomicU64,
     /// Datagrams the kernel dropped because the receive buffer was full.
     pub kernel_drops: AtomicU64,
-    /// Datagrams handed to the kernel for sending.
-    pub sent: AtomicU64,
-    /// Bytes handed to the kernel for sending.
-    pub sent_bytes: AtomicU64,
     /// Datagrams the kernel refused to send.
     pub send_failed: AtomicU64,
 }
@@ -184,13 +178,9 @@ fn receive(
                     batch = Some(current);
                     continue;
                 }
-                let bytes: usize = (0..current.len()).map(|i| current.datagram(i).len()).sum();
                 counters
                     .received
                     .fetch_add(current.len() as u64, Ordering::Relaxed);
-                counters
-                    .received_bytes
-                    .fetch_add(bytes as u64, Ordering::Relaxed);
                 if inbound.send(current).is_err() {
                     return;
                 }
@@ -219,12 +209,6 @@ fn transmit(
     for mut batch in outbound {
         match sender.send_to(&batch, &destination) {
             Ok(report) => {
-                counters
-                    .sent
-                    .fetch_add(report.sent as u64, Ordering::Relaxed);
-                counters
-                    .sent_bytes
-                    .fetch_add(report.bytes as u64, Ordering::Relaxed);
                 if report.failed > 0 {
                     counters
                         .send_failed
