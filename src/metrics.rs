@@ -354,42 +354,47 @@ pub fn render(stats: &Stats) -> String {
         "Time for a datagram to go round the loop once: last measured, minimum and maximum since start (absent until the first probe came back).",
         &periods,
     );
-    family(
-        "elayday_circulating_datagrams",
-        "gauge",
-        "Data datagrams that passed this node during the last full loop.",
-        &plain(stats.circulating_datagrams),
-    );
-    family(
-        "elayday_circulating_bytes",
-        "gauge",
-        "Bytes (whole UDP payloads) of the data datagrams that passed this node during the last full loop.",
-        &plain(stats.circulating_bytes),
-    );
-    family(
-        "elayday_circulating_values",
-        "gauge",
-        "Values (keys) whose first datagram passed this node during the last full loop.",
-        &plain(stats.circulating_values),
-    );
-    family(
-        "elayday_datagrams_received_total",
-        "counter",
-        "Datagrams received from the previous hop.",
-        &plain(stats.received),
-    );
-    family(
-        "elayday_datagrams_forwarded_total",
-        "counter",
-        "Datagrams forwarded to the next hop.",
-        &plain(stats.forwarded),
-    );
-    family(
-        "elayday_forwarded_bytes_total",
-        "counter",
-        "Bytes (UDP payloads) forwarded to the next hop.",
-        &plain(stats.forwarded_bytes),
-    );
+    let counts = [
+        (
+            "elayday_circulating_datagrams",
+            "gauge",
+            "Data datagrams that passed this node during the last full loop.",
+            stats.circulating_datagrams,
+        ),
+        (
+            "elayday_circulating_bytes",
+            "gauge",
+            "Bytes (whole UDP payloads) of the data datagrams that passed this node during the last full loop.",
+            stats.circulating_bytes,
+        ),
+        (
+            "elayday_circulating_values",
+            "gauge",
+            "Values (keys) whose first datagram passed this node during the last full loop.",
+            stats.circulating_values,
+        ),
+        (
+            "elayday_datagrams_received_total",
+            "counter",
+            "Datagrams received from the previous hop.",
+            stats.received,
+        ),
+        (
+            "elayday_datagrams_forwarded_total",
+            "counter",
+            "Datagrams forwarded to the next hop.",
+            stats.forwarded,
+        ),
+        (
+            "elayday_forwarded_bytes_total",
+            "counter",
+            "Bytes (UDP payloads) forwarded to the next hop.",
+            stats.forwarded_bytes,
+        ),
+    ];
+    for (name, kind, help, value) in counts {
+        family(name, kind, help, &plain(value));
+    }
     let dropped: Vec<(String, String)> = stats
         .dropped
         .iter()
