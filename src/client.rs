@@ -11,7 +11,7 @@ use std::future::Future;
 use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use grpcio::{CallOption, ChannelBuilder, ClientUnaryReceiver, EnvBuilder, RpcStatusCode};
@@ -251,7 +251,7 @@ fn wait<T: Unpin>(
     at_once: bool,
 ) -> grpcio::Result<T> {
     let started = Instant::now();
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let waker = crate::pending::current_thread_waker();
     let mut context = Context::from_waker(&waker);
     let mut first = true;
     loop {
@@ -269,15 +269,6 @@ fn wait<T: Unpin>(
             }
         }
         std::thread::park_timeout(REDRAW_EVERY);
-    }
-}
-
-/// Wakes the thread blocked in [`wait`].
-struct ThreadWaker(std::thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
     }
 }
 

@@ -83,7 +83,7 @@ impl Pending {
     /// endpoint; gRPC calls park their task with [`Pending::take_or_park`] instead.
     pub fn wait(&self, id: RequestId, timeout: Duration) -> Option<Answer> {
         let deadline = Instant::now() + timeout;
-        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        let waker = current_thread_waker();
         loop {
             if let Some(answer) = self.take_or_park(id, &waker) {
                 return Some(answer);
@@ -108,7 +108,12 @@ impl Pending {
     }
 }
 
-/// Wakes a thread blocked in [`Pending::wait`].
+/// A waker that unparks the calling thread: for code that polls a future on its own OS thread
+/// and parks between polls ([`Pending::wait`], the command-line client).
+pub fn current_thread_waker() -> Waker {
+    Waker::from(Arc::new(ThreadWaker(std::thread::current())))
+}
+
 struct ThreadWaker(std::thread::Thread);
 
 impl Wake for ThreadWaker {
