@@ -247,15 +247,6 @@ impl Node {
             &options,
             shutdown,
         )?;
-        let (recv_buffer, send_buffer) = ring.buffers;
-        if recv_buffer < config.socket_buffer || send_buffer < config.socket_buffer {
-            log::warn!(
-                "kernel socket buffers are {recv_buffer} (receive) and {send_buffer} (send) bytes, \
-                 less than the {} requested: bursts may be dropped. Raise net.core.rmem_max and \
-                 net.core.wmem_max (sysctl) or run with CAP_NET_ADMIN",
-                config.socket_buffer
-            );
-        }
         let id = clock::random_node_id();
         log::info!(
             "node {id:016x} listening on UDP {}, forwarding to {}, datagrams up to {} bytes",

@@ -65,7 +65,6 @@ pub struct ReflectorStats {
 pub struct Reflector {
     local_addr: SocketAddr,
     delay: Duration,
-    requested: SocketOptions,
     recv_buffer: usize,
     send_buffer: usize,
     receiver: Receiver,
@@ -84,18 +83,14 @@ impl Reflector {
             ));
         }
         let ring = Ring::new(config.max_buffer)?;
-        let bound = udp::bind(config.bind, &config.socket).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot bind UDP {}: {}", config.bind, os_reason(&e)),
-            )
-        })?;
+        let bound =
+            udp::bind(config.bind, &config.socket).map_err(|e| udp::bind_failed(config.bind, e))?;
+        bound.warn_if_capped(&config.socket);
         let local_addr = bound.socket.local_addr()?;
         let sender = Sender::new(bound.socket.try_clone()?);
         Ok(Reflector {
             local_addr,
             delay: config.delay,
-            requested: config.socket,
             recv_buffer: bound.recv_buffer,
             send_buffer: bound.send_buffer,
             receiver: Receiver::new(bound.socket, MAX_DATAGRAM),
@@ -124,18 +119,6 @@ impl Reflector {
             "reflector batching: UDP GRO {}, UDP GSO {}",
             on_off(self.receiver.gro()),
             on_off(self.sender.gso()),
-        );
-        warn_if_capped(
-            "receive",
-            self.recv_buffer,
-            self.requested.recv_buffer,
-            "net.core.rmem_max",
-        );
-        warn_if_capped(
-            "send",
-            self.send_buffer,
-            self.requested.send_buffer,
-            "net.core.wmem_max",
         );
 
         let epoch = Instant::now();
@@ -231,24 +214,6 @@ fn on_off(on: bool) -> &'static str {
         "on"
     } else {
         "off"
-    }
-}
-
-/// The text of an error without the " (os error N)" that `Display` adds.
-fn os_reason(error: &io::Error) -> String {
-    let text = error.to_string();
-    match text.find(" (os error ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
-}
-
-fn warn_if_capped(which: &str, got: usize, asked: usize, sysctl: &str) {
-    if got < asked {
-        log::warn!(
-            "the {which} socket buffer is {got} bytes, below the {asked} requested: \
-             raise the limit with `sysctl -w {sysctl}={asked}` or run with CAP_NET_ADMIN"
-        );
     }
 }
 

@@ -53,8 +53,6 @@ pub struct RingPorts {
 pub struct Ring {
     /// Address the UDP socket is bound to.
     pub local_addr: SocketAddr,
-    /// Effective kernel buffer sizes (receive, send).
-    pub buffers: (usize, usize),
     /// I/O counters.
     pub counters: Arc<IoCounters>,
     threads: Vec<JoinHandle<()>>,
@@ -70,8 +68,8 @@ impl Ring {
         options: &SocketOptions,
         shutdown: &Shutdown,
     ) -> io::Result<(Ring, RingPorts)> {
-        let bound = udp::bind(bind, options)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {bind}: {e}")))?;
+        let bound = udp::bind(bind, options).map_err(|e| udp::bind_failed(bind, e))?;
+        bound.warn_if_capped(options);
         let local_addr = bound.socket.local_addr()?;
         bound.socket.set_read_timeout(Some(POLL_INTERVAL))?;
         let send_socket = bound.socket.try_clone()?;
@@ -110,7 +108,6 @@ impl Ring {
         };
         let ring = Ring {
             local_addr,
-            buffers: (bound.recv_buffer, bound.send_buffer),
             counters,
             threads: vec![recv, send],
         };

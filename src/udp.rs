@@ -235,12 +235,49 @@ pub struct BoundSocket {
     pub send_buffer: usize,
 }
 
+/// A failed [`bind`] for a user: "cannot bind UDP [::1]:24601: Address already in use".
+pub fn bind_failed(addr: SocketAddr, error: io::Error) -> io::Error {
+    let text = error.to_string();
+    let reason = text.split(" (os error ").next().unwrap_or(&text);
+    io::Error::new(error.kind(), format!("cannot bind UDP {addr}: {reason}"))
+}
+
+impl BoundSocket {
+    /// Warns when the kernel granted smaller buffers than `requested` (bursts may then be
+    /// dropped), naming the limits to raise.
+    pub fn warn_if_capped(&self, requested: &SocketOptions) {
+        let capped = [
+            (
+                "receive",
+                self.recv_buffer,
+                requested.recv_buffer,
+                "net.core.rmem_max",
+            ),
+            (
+                "send",
+                self.send_buffer,
+                requested.send_buffer,
+                "net.core.wmem_max",
+            ),
+        ];
+        for (which, got, asked, sysctl) in capped {
+            if got < asked {
+                log::warn!(
+                    "the {which} socket buffer is {got} bytes, below the {asked} requested: \
+                     bursts may be dropped; raise the limit with `sysctl -w {sysctl}={asked}` \
+                     or run with CAP_NET_ADMIN"
+                );
+            }
+        }
+    }
+}
+
 /// Binds a UDP socket with large kernel buffers.
 ///
 /// Tries `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` (root or `CAP_NET_ADMIN`) and falls back to
 /// `SO_RCVBUF`/`SO_SNDBUF`, which the kernel caps at `net.core.rmem_max`/`wmem_max`. Enables
 /// `SO_RXQ_OVFL` so that [`Receiver::recv`] can report the kernel's drops. Errors are the plain
-/// OS errors: the caller adds which address it was binding.
+/// OS errors; [`bind_failed`] words one for a user.
 pub fn bind(addr: SocketAddr, options: &SocketOptions) -> io::Result<BoundSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     let fd = socket.as_raw_fd();
