@@ -34,6 +34,7 @@ fn main() {
     // tree that places them (`protos/mod.rs`, included by `src/lib.rs`) is written here.
     let mut messages = Modules::new();
     let mut grpc = Modules::new();
+    let mut descriptors = Vec::new();
     for proto in PROTOS {
         let parsed = protobuf_parse::Parser::new()
             .pure()
@@ -61,6 +62,7 @@ fn main() {
             .customize(protobuf_codegen::Customize::default().gen_mod_rs(false))
             .run_from_script();
         let generated = generated_file(&dir);
+        descriptors.push(format!("self::{}::file_descriptor()", module.join("::")));
         let (leaf, parent) = module.split_last().expect("a package has a name");
         writeln!(
             messages.entry(parent.to_vec()).or_default(),
@@ -76,6 +78,16 @@ fn main() {
             );
         }
     }
+    // Every compiled file's descriptor, for server reflection: derived here, not kept by hand.
+    writeln!(
+        messages.entry(Vec::new()).or_default(),
+        "/// The descriptor of every proto file compiled by `build.rs`.\n\
+         pub fn file_descriptors() -> Vec<&'static ::protobuf::reflect::FileDescriptor> {{\n    \
+             vec![{}]\n\
+         }}",
+        descriptors.join(", ")
+    )
+    .unwrap();
     write_if_changed(&out_dir.join("protos/mod.rs"), &render(&messages, &[]));
     let mut stubs = render(&grpc, &[]);
     stubs.push_str("pub use self::elayday::*;\n");

@@ -48,7 +48,8 @@ const METHOD_V1ALPHA_SERVER_REFLECTION_INFO: Method<
 
 /// The reflection service, both versions.
 pub fn service() -> grpcio::Service {
-    let catalog = Arc::new(Catalog::new(&served_files()));
+    // Every file build.rs compiles: the API and the protocols served next to it.
+    let catalog = Arc::new(Catalog::new(&crate::proto::file_descriptors()));
     let for_v1alpha = catalog.clone();
     ServiceBuilder::new()
         .add_duplex_streaming_handler(
@@ -60,16 +61,6 @@ pub fn service() -> grpcio::Service {
             move |ctx, requests, sink| ctx.spawn(serve(for_v1alpha.clone(), requests, sink)),
         )
         .build()
-}
-
-/// Every file this server describes: the API and the protocols served next to it.
-fn served_files() -> [&'static FileDescriptor; 4] {
-    [
-        crate::proto::elayday::file_descriptor(),
-        crate::proto::health::v1::file_descriptor(),
-        crate::proto::reflection::v1::file_descriptor(),
-        crate::proto::reflection::v1alpha::file_descriptor(),
-    ]
 }
 
 async fn serve(
