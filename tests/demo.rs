@@ -57,6 +57,16 @@ impl Demo {
         self.stdout.lock().unwrap().join("\n")
     }
 
+    /// The first `error: ` line on stderr, once there is one.
+    fn error_line(&self) -> String {
+        wait_until(Duration::from_secs(5), "the error line", || {
+            self.stderr()
+                .lines()
+                .find(|l| l.starts_with("error: "))
+                .map(str::to_string)
+        })
+    }
+
     fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
@@ -172,12 +182,7 @@ fn a_taken_grpc_port_is_reported_with_the_flag_to_change_it() {
     let mut demo = Demo::spawn(&["--grpc", &g, "--bind", &b, "--reflector", &r]);
     let status = demo.wait_exit();
     assert!(!status.success());
-    let error = wait_until(Duration::from_secs(5), "the error line", || {
-        demo.stderr()
-            .lines()
-            .find(|l| l.starts_with("error: "))
-            .map(str::to_string)
-    });
+    let error = demo.error_line();
     assert!(
         error.contains(&format!("the gRPC port {g} is taken")) && error.contains("--grpc"),
         "{error}"
@@ -196,12 +201,7 @@ fn a_taken_udp_port_names_its_flag() {
     let b = free_udp("127.0.0.1").to_string();
     let mut demo = Demo::spawn(&["--grpc", &g, "--bind", &b, "--reflector", &r]);
     assert!(!demo.wait_exit().success());
-    let error = wait_until(Duration::from_secs(5), "the error line", || {
-        demo.stderr()
-            .lines()
-            .find(|l| l.starts_with("error: "))
-            .map(str::to_string)
-    });
+    let error = demo.error_line();
     assert!(
         error.contains(&format!("cannot bind UDP {r}")) && error.contains("--reflector"),
         "{error}"
