@@ -263,6 +263,15 @@ struct Reflection<Req, Resp> {
 }
 
 impl<Req: Clone, Resp> Reflection<Req, Resp> {
+    /// Wraps a freshly started `ServerReflectionInfo` call.
+    fn open(call: grpcio::Result<(ClientDuplexSender<Req>, ClientDuplexReceiver<Resp>)>) -> Self {
+        let (requests, responses) = call.expect("start a reflection stream");
+        Reflection {
+            requests,
+            responses,
+        }
+    }
+
     fn ask(&mut self, request: &Req) -> Resp {
         block_on(self.requests.send((request.clone(), WriteFlags::default())))
             .expect("send a reflection request");
@@ -326,13 +335,7 @@ fn error(response: ServerReflectionResponse) -> (i32, String) {
 fn reflection_v1_answers_every_kind_of_request() {
     let (node, _reflector) = node_with_reflector("0.2", &[]);
     let client = ServerReflectionClient::new(channel(node.grpc));
-    let (requests, responses) = client
-        .server_reflection_info_opt(opt(CALL_TIMEOUT))
-        .expect("start a reflection stream");
-    let mut stream = Reflection {
-        requests,
-        responses,
-    };
+    let mut stream = Reflection::open(client.server_reflection_info_opt(opt(CALL_TIMEOUT)));
 
     let request = v1(Ask::ListServices(String::new()));
     let response = stream.ask(&request);
@@ -447,13 +450,7 @@ fn reflection_v1alpha_answers_like_v1() {
     use v1alpha::server_reflection_request::Message_request as AskAlpha;
     use v1alpha::server_reflection_response::Message_response as ReplyAlpha;
     let client = V1alphaClient::new(channel(node.grpc));
-    let (requests, responses) = client
-        .server_reflection_info_opt(opt(CALL_TIMEOUT))
-        .expect("start a reflection stream");
-    let mut stream = Reflection {
-        requests,
-        responses,
-    };
+    let mut stream = Reflection::open(client.server_reflection_info_opt(opt(CALL_TIMEOUT)));
     let ask = |question| v1alpha::ServerReflectionRequest {
         message_request: Some(question),
         ..Default::default()
