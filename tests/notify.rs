@@ -104,19 +104,8 @@ fn server_reports_ready_once_grpc_answers_on_an_abstract_socket() {
         free_udp("127.0.0.1"),
         free_tcp("127.0.0.1"),
     );
-    let (u, d, g) = (udp.to_string(), destination.to_string(), grpc.to_string());
-    let process = Process::spawn(
-        &[
-            "server",
-            "--bind",
-            &u,
-            "--destination",
-            &d,
-            "--bind-grpc",
-            &g,
-        ],
-        &[("NOTIFY_SOCKET", &manager.notify_socket)],
-    );
+    let env = [("NOTIFY_SOCKET", manager.notify_socket.as_str())];
+    let process = Process::server(udp, destination, grpc, &[], &env);
     let ready = manager.receive();
     assert!(ready.contains(&"READY=1".to_string()), "{ready:?}");
     assert_eq!(

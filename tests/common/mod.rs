@@ -76,6 +76,28 @@ impl Process {
         Process::start(command)
     }
 
+    /// `elayday server` on `udp`, sending to `destination`, gRPC on `grpc`.
+    pub fn server(
+        udp: SocketAddr,
+        destination: SocketAddr,
+        grpc: SocketAddr,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Process {
+        let (u, d, g) = (udp.to_string(), destination.to_string(), grpc.to_string());
+        let mut args = vec![
+            "server",
+            "--bind",
+            &u,
+            "--destination",
+            &d,
+            "--bind-grpc",
+            &g,
+        ];
+        args.extend_from_slice(extra);
+        Process::spawn(&args, env)
+    }
+
     /// Starts a prepared command with no stdin or stdout, collecting its stderr.
     pub fn start(mut command: Command) -> Process {
         let mut child = command
@@ -232,18 +254,7 @@ impl Node {
     pub fn start(udp: SocketAddr, destination: SocketAddr, extra: &[&str]) -> Node {
         let ip = if udp.is_ipv4() { "127.0.0.1" } else { "[::1]" };
         let grpc = free_tcp(ip);
-        let (u, d, g) = (udp.to_string(), destination.to_string(), grpc.to_string());
-        let mut args = vec![
-            "server",
-            "--bind",
-            &u,
-            "--destination",
-            &d,
-            "--bind-grpc",
-            &g,
-        ];
-        args.extend_from_slice(extra);
-        let process = Process::spawn(&args, &[]);
+        let process = Process::server(udp, destination, grpc, extra, &[]);
         let client = client(grpc);
         process.wait_for_log("gRPC API listening", Duration::from_secs(30));
         Node {
