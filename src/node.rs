@@ -568,7 +568,6 @@ impl Processor {
         };
         let mut floor = None;
         if !self.records.is_empty() {
-            let retention = self.retention();
             if let Some(record) = self.records.get_mut(frame.key()) {
                 if version < record.version {
                     let reason = if record.deleted {
@@ -598,7 +597,8 @@ impl Processor {
                             confirm.missing -= 1;
                             if confirm.missing == 0 {
                                 let confirm = record.confirm.take().expect("checked");
-                                record.expires = Instant::now() + retention;
+                                let keep = retention(self.period.last, self.config.loop_timeout);
+                                record.expires = Instant::now() + keep;
                                 self.record_expiry
                                     .push_back((record.expires, frame.key().into()));
                                 self.pending.complete(confirm.id, Answer::Done);
@@ -667,8 +667,7 @@ impl Processor {
     /// How long a record of a write or deletion is kept: long enough for every older datagram
     /// of the key to pass this node once.
     fn retention(&self) -> Duration {
-        let period = self.period.last.unwrap_or(self.config.loop_timeout);
-        (period * 3).max(self.config.loop_timeout)
+        retention(self.period.last, self.config.loop_timeout)
     }
 
     fn record(&mut self, key: &[u8], version: Version, deleted: bool, now: Instant) {
@@ -1152,6 +1151,11 @@ impl Processor {
             pending_requests: self.pending.len() as u64,
         }
     }
+}
+
+/// Three loop periods (the loop timeout until one is measured), and never less than the timeout.
+fn retention(period: Option<Duration>, loop_timeout: Duration) -> Duration {
+    (period.unwrap_or(loop_timeout) * 3).max(loop_timeout)
 }
 
 /// How old a frame's HLC stamp is, in milliseconds of wall-clock time.
