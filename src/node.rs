@@ -861,17 +861,9 @@ impl Processor {
         if silent && !self.broken {
             self.broken = true;
             self.loop_status.set(false);
-            log::warn!(
-                "the delay line is broken: no probe came back from {} for {:?}",
-                self.config.destination,
-                self.loop_timeout()
-            );
-            let message = format!(
-                "the delay line is broken: nothing came back from {} for {:?}",
-                self.config.destination,
-                self.loop_timeout()
-            );
-            self.fail_everything(FailureKind::Unavailable, &message);
+            let failure = self.unavailable();
+            log::warn!("{}", failure.message);
+            self.fail_everything(failure.kind, &failure.message);
         }
     }
 
