@@ -417,14 +417,7 @@ fn garbage_datagrams_are_dropped_and_counted() {
     let mut buf = vec![0; stale.buffer_len()];
     stale.emit(&mut buf);
     attacker.send_to(&buf, node.udp).unwrap();
-    wait_until(
-        Duration::from_secs(10),
-        "the stale probe to be dropped",
-        || {
-            let s = stats(&node.client).ok()?;
-            (s.datagrams_dropped["stale"] == 1).then_some(())
-        },
-    );
+    wait_dropped(&node.client, "stale", 1);
     assert!(s.datagrams_dropped["truncated"] > 0, "{s:?}");
     assert!(s.loop_closed);
     assert_eq!(get(&node.client, "k").unwrap(), pattern(10_000, 4));
@@ -506,14 +499,7 @@ fn datagrams_longer_than_the_mtu_are_dropped_counted_and_logged() {
     let (node, _reflector) = node_with_reflector("0.2", &[]);
     let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sender.send_to(&[0u8; 2000], node.udp).unwrap();
-    wait_until(
-        Duration::from_secs(10),
-        "the long datagram to be counted",
-        || {
-            let s = stats(&node.client).ok()?;
-            (s.datagrams_dropped["truncated"] == 1).then_some(())
-        },
-    );
+    wait_dropped(&node.client, "truncated", 1);
     node.process
         .wait_for_log("longer than --mtu allows", Duration::from_secs(10));
     put(&node.client, "k", b"still fine").unwrap();

@@ -242,6 +242,18 @@ pub fn wait_closed(c: &ElaydayClient) -> GetStatsResponse {
     })
 }
 
+/// Waits until the node has dropped exactly `count` datagrams for `reason`.
+pub fn wait_dropped(c: &ElaydayClient, reason: &str, count: u64) {
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{count} '{reason}' drops"),
+        || {
+            let s = stats(c).ok()?;
+            (s.datagrams_dropped.get(reason) == Some(&count)).then_some(())
+        },
+    );
+}
+
 /// A node process plus its client.
 pub struct Node {
     pub process: Process,
