@@ -191,10 +191,7 @@ fn load_environment_file(text: &str) -> Vec<(String, String)> {
 
 /// The file the package installs as `/etc/default/NAME`.
 fn shipped_default_file(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("packaging/default")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    common::repo_file(&format!("packaging/default/{name}"))
 }
 
 /// What an administrator does to a shipped file: uncomment each example line `#KEY=...` and

@@ -3,16 +3,16 @@
 //! the examples are valid settings, and the units start the right role from the right file.
 //! (`packaging/build-deb.sh` checks the package itself with lintian and systemd-analyze.)
 
+mod common;
+
 use std::ffi::OsString;
-use std::path::Path;
 
 use elayday::cli::{
     self, Flag, Invocation, CLIENT_FLAGS, DEMO_FLAGS, REFLECTOR_FLAGS, SERVER_FLAGS,
 };
 
 fn read(relative: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    common::repo_file(relative)
 }
 
 /// The example assignments of a shipped default file, uncommented: `#KEY=VALUE` lines.

@@ -17,6 +17,16 @@ use elayday::wire::{Frame, FrameType};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_elayday");
 
+/// A file of this repository. `cargo test` runs every test binary from the package root; the
+/// path is taken from there at run time rather than baked in at build time, so a binary built
+/// from another checkout with the same sources still reads this one.
+pub fn repo_file(relative: &str) -> String {
+    std::fs::read_to_string(relative).unwrap_or_else(|e| {
+        let here = std::env::current_dir().unwrap_or_default();
+        panic!("{relative} (from {}): {e}", here.display())
+    })
+}
+
 /// A UDP port nobody listens on right now (for the address family of `ip`).
 pub fn free_udp(ip: &str) -> SocketAddr {
     let socket = UdpSocket::bind(format!("{ip}:0")).expect("bind an ephemeral UDP port");
