@@ -1,19 +1,19 @@
 //! demo: `elayday demo`, a node and a reflector in one process on loopback, to try elayday out.
 //!
 //! It owns the choice of the demo's addresses (the seed's ports on IPv6 loopback, or on IPv4
-//! loopback where IPv6 is off), the wiring of a [`Node`], a [`Reflector`] on its own thread and
-//! the gRPC [`Api`], and the text telling the user what to try. It must not add behaviour of its
-//! own: the parts run exactly as `elayday server` and `elayday reflector` run them.
+//! loopback where IPv6 is off), the wiring of a [`Node`], a [`Reflector`] on its own role thread
+//! and the gRPC [`Api`], and the text telling the user what to try. It must not add behaviour of
+//! its own: the parts run exactly as `elayday server` and `elayday reflector` run them.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 
 use crate::cli::{DEFAULT_GRPC, DEFAULT_GRPC_IPV4};
+use crate::daemon::shutdown::Shutdown;
 use crate::node::{Node, NodeConfig};
 use crate::reflector::{Reflector, ReflectorConfig};
 use crate::rpc::Api;
-use crate::shutdown::Shutdown;
 use crate::udp::SocketOptions;
 
 /// The seed README's ports: node, reflector, gRPC.
@@ -94,10 +94,7 @@ pub fn run(config: DemoConfig, shutdown: &Shutdown) -> io::Result<()> {
     })
     .map_err(|e| hint(e, "--reflector"))?;
     let reflector_addr = reflector.local_addr();
-    let reflector_shutdown = shutdown.clone();
-    let reflector = std::thread::Builder::new()
-        .name("reflector".into())
-        .spawn(move || reflector.run(&reflector_shutdown))?;
+    let reflector = reflector.spawn(shutdown)?;
     let stop_reflector = |reflector: std::thread::JoinHandle<_>, error: io::Error| {
         shutdown.request();
         let _ = reflector.join();
@@ -149,17 +146,19 @@ pub fn run(config: DemoConfig, shutdown: &Shutdown) -> io::Result<()> {
     while !shutdown.wait_timeout(Duration::from_secs(3600)) {}
     api.stop();
     let lost = node.join();
-    match reflector.join() {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => log::error!("the reflector stopped: {e}"),
-        Err(_) => log::error!("the reflector thread panicked"),
-    }
+    // A panic never reaches here: the role supervisor ends the process first.
+    let reflected = reflector
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the reflector thread panicked")));
     log::info!(
         "demo stopped; {} values ({} bytes) were circulating and are gone",
         lost.circulating_values,
         lost.circulating_bytes
     );
-    Ok(())
+    // A reflector that failed stopped the demo: that is the demo's error.
+    reflected
+        .map(drop)
+        .map_err(|e| io::Error::new(e.kind(), format!("the reflector stopped: {e}")))
 }
 
 /// Says which flag picks another address when `error` is "address in use".

@@ -17,8 +17,8 @@
 //! - [`reflection`]: gRPC server reflection, for tools such as grpcurl.
 //! - [`reflector`]: the delay reflector that closes a loop with a single node.
 //! - [`cli`]: flags and environment variables.
-//! - [`shutdown`]: SIGINT/SIGTERM handling.
-//! - [`notify`]: readiness and stopping messages to systemd (`sd_notify`).
+//! - [`daemon`]: the shutdown flag, the role-thread supervisor ([`daemon::spawn_role`]: a dead
+//!   thread ends the process), SIGINT/SIGTERM, readiness messages to systemd (`sd_notify`).
 //! - [`metrics`]: the Prometheus endpoint.
 //! - [`client`]: the command-line client (`elayday put|get|delete|stats`).
 //! - [`demo`]: `elayday demo`, a node and a reflector in one process.
@@ -26,20 +26,24 @@
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod daemon;
 pub mod demo;
 pub mod health;
 pub mod metrics;
 pub mod node;
-pub mod notify;
 pub mod pending;
 pub mod reassembly;
 pub mod reflection;
 pub mod reflector;
 pub mod ring;
 pub mod rpc;
-pub mod shutdown;
 pub mod udp;
 pub mod wire;
+
+/// The shutdown flag's former path, [`daemon::shutdown`], kept so that `crate::shutdown::Shutdown`
+/// still names it.
+#[doc(hidden)]
+pub use daemon::shutdown;
 
 /// Code generated from `proto/` by `build.rs`.
 pub mod proto {

@@ -1,14 +1,16 @@
 //! The `elayday` binary: parses the command line and runs a node, a reflector or the demo until
-//! SIGINT or SIGTERM, or one client command. Everything else lives in the library.
+//! SIGINT or SIGTERM, or one client command. Everything else lives in the library; this file
+//! only wires the parts together and turns the outcome into an exit status.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use elayday::cli::{self, Invocation};
+use elayday::daemon::{notify, roles, signals, Shutdown};
 use elayday::metrics::MetricsListener;
-use elayday::node::Node;
-use elayday::reflector::Reflector;
+use elayday::node::{Node, NodeConfig};
+use elayday::reflector::{Reflector, ReflectorConfig};
 use elayday::rpc::Api;
-use elayday::shutdown::Shutdown;
 
 fn main() -> ExitCode {
     let invocation = match cli::parse(std::env::args_os().skip(1), |name| std::env::var(name).ok())
@@ -26,8 +28,9 @@ fn main() -> ExitCode {
     if let Invocation::Client(config) = invocation {
         return ExitCode::from(elayday::client::run(config));
     }
+    roles::install_panic_hook();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let shutdown = match Shutdown::on_signals() {
+    let shutdown = match signals::on_signals() {
         Ok(shutdown) => shutdown,
         Err(e) => {
             eprintln!("error: cannot set up signal handling: {e}");
@@ -53,8 +56,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// Sleeps until a stop is requested (by a signal, or by a role that failed).
+fn wait_for_shutdown(shutdown: &Shutdown) {
+    while !shutdown.wait_timeout(Duration::from_secs(3600)) {}
+}
+
 fn run_server(
-    config: elayday::node::NodeConfig,
+    config: NodeConfig,
     grpc: Option<std::net::SocketAddr>,
     metrics: Option<std::net::SocketAddr>,
     shutdown: &Shutdown,
@@ -90,12 +98,12 @@ fn run_server(
     let grpc_text = api
         .as_ref()
         .map_or("off".into(), |api| api.local_addr.to_string());
-    elayday::notify::ready(&format!(
+    notify::ready(&format!(
         "node on {}, next hop {destination}, gRPC {grpc_text}",
         node.local_addr()
     ));
-    while !shutdown.wait_timeout(std::time::Duration::from_secs(3600)) {}
-    elayday::notify::stopping("shutting down");
+    wait_for_shutdown(shutdown);
+    notify::stopping("shutting down");
     if let Some(api) = api {
         api.stop();
     }
@@ -112,14 +120,16 @@ fn run_server(
     Ok(())
 }
 
-fn run_reflector(
-    config: elayday::reflector::ReflectorConfig,
-    shutdown: &Shutdown,
-) -> std::io::Result<()> {
+fn run_reflector(config: ReflectorConfig, shutdown: &Shutdown) -> std::io::Result<()> {
     let reflector = Reflector::bind(config)?;
-    elayday::notify::ready(&format!("reflector on {}", reflector.local_addr()));
-    let stats = reflector.run(shutdown)?;
-    elayday::notify::stopping("shutting down");
+    notify::ready(&format!("reflector on {}", reflector.local_addr()));
+    let running = reflector.spawn(shutdown)?;
+    wait_for_shutdown(shutdown);
+    notify::stopping("shutting down");
+    // A panic never reaches here: the role supervisor ends the process first.
+    let stats = running
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the reflector thread panicked")))?;
     log::info!(
         "stopped; {} bytes in {} datagrams were held and are lost",
         stats.held_bytes,

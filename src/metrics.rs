@@ -1,7 +1,8 @@
 //! metrics: the Prometheus endpoint, a small synchronous HTTP/1.1 server on its own thread.
 //!
-//! It owns the metrics TCP listener and the `metrics` thread, which answers `GET /metrics` with
-//! the node's figures in the Prometheus text exposition format 0.0.4, one connection at a time.
+//! It owns the metrics TCP listener and the `metrics` role thread, which answers
+//! `GET /metrics` with the node's figures in the Prometheus text exposition format 0.0.4, one
+//! connection at a time.
 //! It gets the figures the way a gRPC call does: a request id in [`crate::pending`], a
 //! [`Command::Stats`] to the processor, and a blocking wait on its own thread. Each client has a
 //! bounded time to send its request and to take the answer, so a slow or silent client holds the
@@ -15,8 +16,9 @@ use std::os::fd::AsRawFd;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::daemon::roles::spawn_role;
+use crate::daemon::shutdown::Shutdown;
 use crate::node::{Answer, Command, NodeHandle, Stats};
-use crate::shutdown::Shutdown;
 
 /// Time a client has to send its whole request head.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -61,13 +63,14 @@ impl MetricsListener {
         self.local_addr
     }
 
-    /// Starts the `metrics` thread, which serves `node`'s figures until `shutdown`.
+    /// Starts the `metrics` role thread (see [`spawn_role`]), which serves `node`'s figures
+    /// until `shutdown`.
     pub fn serve(self, node: NodeHandle, shutdown: &Shutdown) -> io::Result<MetricsServer> {
         let local_addr = self.local_addr;
-        let shutdown = shutdown.clone();
-        let thread = std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || accept_loop(&self.listener, &node, &shutdown))?;
+        let stop = shutdown.clone();
+        let thread = spawn_role("metrics", shutdown, move || {
+            accept_loop(&self.listener, &node, &stop)
+        })?;
         log::info!("Prometheus metrics on http://{local_addr}/metrics");
         Ok(MetricsServer { local_addr, thread })
     }

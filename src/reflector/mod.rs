@@ -2,19 +2,21 @@
 //! delay, closing a delay-line loop with a single node.
 //!
 //! It owns one UDP socket, one preallocated byte ring holding the datagrams in flight
-//! (`ring.rs`), and the one thread that runs [`Reflector::run`]. It must not look inside
-//! payloads, reorder datagrams, allocate or make a syscall per datagram, or hold more than
-//! `max_buffer` bytes: a datagram that does not fit is dropped and counted, and drops are logged
-//! at most once a second.
+//! (`ring.rs`), and the one thread that runs [`Reflector::run`] (the `reflector` role, started
+//! by [`Reflector::spawn`]). It must not look inside payloads, reorder datagrams, allocate or
+//! make a syscall per datagram, or hold more than `max_buffer` bytes: a datagram that does not
+//! fit is dropped and counted, and drops are logged at most once a second.
 
 mod ring;
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::shutdown::Shutdown;
+use crate::daemon::roles::spawn_role;
+use crate::daemon::shutdown::Shutdown;
 use crate::udp::{self, Outgoing, Receiver, Sender, SocketOptions};
 
 use self::ring::Ring;
@@ -107,6 +109,20 @@ impl Reflector {
     /// The address it listens on (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Runs [`Reflector::run`] on the `reflector` role thread (see [`spawn_role`]): its `join`
+    /// gives the run's result. A run that fails asks `shutdown` for a stop as it returns, so
+    /// that the process stops in order and whoever joins the thread reports the error.
+    pub fn spawn(self, shutdown: &Shutdown) -> io::Result<JoinHandle<io::Result<ReflectorStats>>> {
+        let stop = shutdown.clone();
+        spawn_role("reflector", shutdown, move || {
+            let result = self.run(&stop);
+            if result.is_err() {
+                stop.request();
+            }
+            result
+        })
     }
 
     /// Reflects datagrams until `shutdown.is_requested()`, then returns the stats (`held_*` is
@@ -304,7 +320,6 @@ mod tests {
     use super::*;
     use crate::udp::{Batch, BATCH_SLOTS};
     use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
-    use std::thread::JoinHandle;
 
     const BUFFERS: SocketOptions = SocketOptions {
         recv_buffer: 4 << 20,
