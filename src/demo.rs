@@ -9,11 +9,11 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 
+use crate::api::Api;
 use crate::cli::{DEFAULT_GRPC, DEFAULT_GRPC_IPV4};
 use crate::daemon::shutdown::Shutdown;
 use crate::node::{Node, NodeConfig};
 use crate::reflector::{Reflector, ReflectorConfig};
-use crate::rpc::Api;
 use crate::udp::SocketOptions;
 
 /// The seed README's ports: node, reflector, gRPC.

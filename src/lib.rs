@@ -12,31 +12,26 @@
 //! - [`reassembly`]: values being put back together for waiting GETs.
 //! - [`clock`]: hybrid logical clock and write versions.
 //! - [`pending`]: the table where gRPC calls wait for answers.
-//! - [`rpc`]: the gRPC API.
-//! - [`health`]: the gRPC health service (`grpc.health.v1.Health`).
-//! - [`reflection`]: gRPC server reflection, for tools such as grpcurl.
+//! - [`api`]: what a node serves: the gRPC server with the store (`elayday.Elayday`), health
+//!   (`grpc.health.v1.Health`) and reflection services, and the Prometheus endpoint.
 //! - [`reflector`]: the delay reflector that closes a loop with a single node.
 //! - [`cli`]: flags and environment variables.
 //! - [`daemon`]: the shutdown flag, the role-thread supervisor ([`daemon::spawn_role`]: a dead
 //!   thread ends the process), SIGINT/SIGTERM, readiness messages to systemd (`sd_notify`).
-//! - [`metrics`]: the Prometheus endpoint.
 //! - [`client`]: the command-line client (`elayday put|get|delete|stats`).
 //! - [`demo`]: `elayday demo`, a node and a reflector in one process.
 
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod daemon;
 pub mod demo;
-pub mod health;
-pub mod metrics;
 pub mod node;
 pub mod pending;
 pub mod reassembly;
-pub mod reflection;
 pub mod reflector;
 pub mod ring;
-pub mod rpc;
 pub mod udp;
 pub mod wire;
 

@@ -5,12 +5,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use elayday::api::metrics::MetricsListener;
+use elayday::api::Api;
 use elayday::cli::{self, Invocation};
 use elayday::daemon::{notify, roles, signals, Shutdown};
-use elayday::metrics::MetricsListener;
 use elayday::node::{Node, NodeConfig};
 use elayday::reflector::{Reflector, ReflectorConfig};
-use elayday::rpc::Api;
 
 fn main() -> ExitCode {
     let invocation = match cli::parse(std::env::args_os().skip(1), |name| std::env::var(name).ok())

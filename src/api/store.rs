@@ -1,81 +1,31 @@
-//! rpc: the gRPC API (`elayday.Elayday`) on grpcio's completion-queue threads.
+//! store: the key-value service, `elayday.Elayday` (PutValue, GetValue, DeleteValue, GetStats),
+//! on grpcio's completion-queue threads.
 //!
-//! It owns the grpcio server and turns each call into a [`Command`] for the processor, then
-//! parks the call's task in the [`crate::pending`] table until the answer is there. No grpcio
-//! thread ever blocks waiting for the delay line, so thousands of GETs can wait at once.
-//! Each method is registered as a duplex stream carrying one request and one response — the
-//! same bytes on the wire as a unary call — because only grpcio's streaming sinks report a
-//! client's cancellation or an expired deadline while the handler waits; the table slot and the
-//! processor's state for the request are freed at that moment.
-//! It must not hold protocol state: validation of inputs, then messages in and out.
+//! It turns each call into a [`Command`] for the processor, then parks the call's task in the
+//! [`crate::pending`] table until the answer is there. No grpcio thread ever blocks waiting for
+//! the delay line, so thousands of GETs can wait at once. Each method is registered as a duplex
+//! stream carrying one request and one response — the same bytes on the wire as a unary call —
+//! because only grpcio's streaming sinks report a client's cancellation or an expired deadline
+//! while the handler waits; the table slot and the processor's state for the request are freed
+//! at that moment. It must not hold protocol state: validation of inputs, then messages in and
+//! out.
 
 use std::future::poll_fn;
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
-use futures_util::{Sink, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use grpcio::{
-    ChannelBuilder, DuplexSink, Environment, Method, RequestStream, RpcStatus, RpcStatusCode,
-    Server, ServerBuilder, ServerCredentials, ServiceBuilder, WriteFlags,
+    DuplexSink, Method, RequestStream, RpcStatus, RpcStatusCode, ServiceBuilder, WriteFlags,
 };
 
 use crate::node::{Answer, Command, FailureKind, NodeHandle, RequestId, Stats};
 use crate::proto::elayday::*;
 use crate::proto::grpc::*;
 
-/// Bytes a request may carry beyond the value itself (key, protobuf framing).
-const MESSAGE_OVERHEAD: u64 = 64 * 1024;
+use super::call::call_ended;
 
-/// The running gRPC server.
-pub struct Api {
-    server: Server,
-    /// The address the server listens on (the port resolved if 0 was asked for).
-    pub local_addr: SocketAddr,
-}
-
-impl Api {
-    /// Starts the gRPC server on `addr` in front of `node`.
-    pub fn start(addr: SocketAddr, node: NodeHandle) -> io::Result<Api> {
-        // grpc-core reports a failed bind only as a log line; binding once ourselves first
-        // turns "port in use" into a proper error that names the address.
-        std::net::TcpListener::bind(addr)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind gRPC {addr}: {e}")))?;
-        let env = Arc::new(Environment::new(2));
-        let limit = (node.max_value_size + MESSAGE_OVERHEAD).min(i32::MAX as u64) as i32;
-        let args = ChannelBuilder::new(env.clone())
-            .max_receive_message_len(limit)
-            .max_send_message_len(limit)
-            .reuse_port(false)
-            .build_args();
-        let health = crate::health::service(node.loop_status.clone());
-        let service = elayday_service(node);
-        let mut server = ServerBuilder::new(env)
-            .channel_args(args)
-            .register_service(service)
-            .register_service(health)
-            .register_service(crate::reflection::service())
-            .build()
-            .map_err(|e| io::Error::other(format!("cannot start gRPC server: {e}")))?;
-        let port = server
-            .add_listening_port(addr.to_string(), ServerCredentials::insecure())
-            .map_err(|e| io::Error::other(format!("cannot bind gRPC {addr}: {e}")))?;
-        server.start();
-        let local_addr = SocketAddr::new(addr.ip(), port);
-        log::info!("gRPC API listening on {local_addr}");
-        Ok(Api { server, local_addr })
-    }
-
-    /// Stops taking calls and cancels those in flight.
-    pub fn stop(mut self) {
-        self.server.cancel_all_calls();
-        drop(self.server);
-    }
-}
-
-fn elayday_service(node: NodeHandle) -> grpcio::Service {
+/// The `elayday.Elayday` service in front of `node`.
+pub fn service(node: NodeHandle) -> grpcio::Service {
     let builder = ServiceBuilder::new();
     let builder = add(
         builder,
@@ -268,15 +218,6 @@ async fn serve<Req, Resp>(
     if let Err(e) = sent {
         log::debug!("{method}: could not answer request {id}: {e}");
     }
-}
-
-/// Whether the client has ended the call (cancelled it, or its deadline passed) before we
-/// answered; if not, `cx` is woken when it does. Only a streaming sink reports this.
-pub(crate) fn call_ended<T, S>(sink: &mut S, cx: &mut Context<'_>) -> bool
-where
-    S: Sink<(T, WriteFlags)> + Unpin,
-{
-    matches!(Pin::new(sink).poll_ready(cx), Poll::Ready(Err(_)))
 }
 
 fn code(kind: FailureKind) -> RpcStatusCode {

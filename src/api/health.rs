@@ -19,6 +19,8 @@ use crate::proto::grpc::ELAYDAY_SERVICE;
 use crate::proto::health::v1::health_check_response::ServingStatus;
 use crate::proto::health::v1::{HealthCheckRequest, HealthCheckResponse};
 
+use super::call::call_ended;
+
 /// The health service, answering from `loop_status`.
 pub fn service(loop_status: Arc<LoopStatus>) -> grpcio::Service {
     let for_check = loop_status.clone();
@@ -84,7 +86,7 @@ async fn watch(
             if sent != Some(status) {
                 return Poll::Ready(Some(status));
             }
-            if crate::rpc::call_ended(&mut sink, cx) {
+            if call_ended(&mut sink, cx) {
                 return Poll::Ready(None);
             }
             Poll::Pending
