@@ -15,18 +15,14 @@
 //! - [`api`]: what a node serves: the gRPC server with the store (`elayday.Elayday`), health
 //!   (`grpc.health.v1.Health`) and reflection services, and the Prometheus endpoint.
 //! - [`reflector`]: the delay reflector that closes a loop with a single node.
-//! - [`cli`]: flags and environment variables.
+//! - [`cli`]: flags and environment variables; the client and demo subcommands.
 //! - [`daemon`]: the shutdown flag, the role-thread supervisor ([`daemon::spawn_role`]: a dead
 //!   thread ends the process), SIGINT/SIGTERM, readiness messages to systemd (`sd_notify`).
-//! - [`client`]: the command-line client (`elayday put|get|delete|stats`).
-//! - [`demo`]: `elayday demo`, a node and a reflector in one process.
 
 pub mod api;
 pub mod cli;
-pub mod client;
 pub mod clock;
 pub mod daemon;
-pub mod demo;
 pub mod node;
 pub mod pending;
 pub mod reassembly;

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Invocation::Client(config) = invocation {
-        return ExitCode::from(elayday::client::run(config));
+        return ExitCode::from(cli::client::run(config));
     }
     roles::install_panic_hook();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             metrics,
         } => run_server(node, grpc, metrics, &shutdown),
         Invocation::Reflector(config) => run_reflector(config, &shutdown),
-        Invocation::Demo(config) => elayday::demo::run(config, &shutdown),
+        Invocation::Demo(config) => cli::demo::run(config, &shutdown),
         Invocation::Print(_) | Invocation::Client(_) => unreachable!("handled above"),
     };
     match result {

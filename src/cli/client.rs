@@ -3,9 +3,9 @@
 //! It owns, for the length of one command, a gRPC channel to a node, the reading of a value from
 //! stdin, the writing of a value to stdout (the raw bytes, nothing added) and the progress line on
 //! stderr, drawn only when stderr is a terminal. Every outcome is an exit code — 0 done, 1 key not
-//! found, 2 usage error (decided by [`crate::cli`]), 3 server unavailable, 4 anything else — and a
-//! failure is one line on stderr. It must not know the protocol: it speaks only the public gRPC
-//! API, like any other client.
+//! found, 2 usage error (decided by the parser, [`super::parse`]), 3 server unavailable, 4
+//! anything else — and a failure is one line on stderr. It must not know the protocol: it speaks
+//! only the public gRPC API, like any other client; nor parse flags: it gets a [`ClientConfig`].
 
 use std::future::Future;
 use std::io::{self, Read, Write};
@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 
 use grpcio::{CallOption, ChannelBuilder, ClientUnaryReceiver, EnvBuilder, RpcStatusCode};
 
-use crate::cli::{DEFAULT_GRPC, DEFAULT_GRPC_IPV4};
 use crate::proto::elayday::*;
 use crate::proto::grpc::ElaydayClient;
+
+use super::config::{ClientConfig, ClientRequest, ValueSource};
+use super::flags::{default_grpc, ipv6_loopback};
 
 /// The command did what was asked.
 pub const EXIT_DONE: u8 = 0;
@@ -41,34 +43,6 @@ const PROGRESS_FROM: usize = 1 << 20;
 const PROGRESS_AFTER: Duration = Duration::from_millis(500);
 /// The progress line is redrawn at most this often.
 const REDRAW_EVERY: Duration = Duration::from_millis(100);
-
-/// What the command line asks the client to do.
-#[derive(Debug)]
-pub struct ClientConfig {
-    /// The node's gRPC address, `host:port`; `None` for the default ([`default_target`]).
-    pub target: Option<String>,
-    /// Deadline of the call.
-    pub timeout: Duration,
-    pub request: ClientRequest,
-}
-
-/// One client command.
-#[derive(Debug)]
-pub enum ClientRequest {
-    Put { key: String, value: ValueSource },
-    Get { key: String },
-    Delete { key: String },
-    Stats,
-}
-
-/// Where a PUT's value comes from.
-#[derive(Debug)]
-pub enum ValueSource {
-    /// The command-line argument's bytes.
-    Argument(Vec<u8>),
-    /// stdin, to its end.
-    Stdin,
-}
 
 /// A failed command: its exit code and one line for stderr.
 struct Failure {
@@ -183,11 +157,7 @@ fn execute(config: ClientConfig, progress: &mut Progress) -> Result<(), Failure>
 /// The seed's gRPC address `[::1]:24603`, or `127.0.0.1:24603` on a host without IPv6: where
 /// `elayday demo` serves.
 pub fn default_target() -> String {
-    if crate::demo::ipv6_loopback() {
-        DEFAULT_GRPC.to_string()
-    } else {
-        DEFAULT_GRPC_IPV4.to_string()
-    }
+    default_grpc(ipv6_loopback()).to_string()
 }
 
 fn connect(target: &str) -> ElaydayClient {

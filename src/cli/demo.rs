@@ -3,18 +3,21 @@
 //! It owns the choice of the demo's addresses (the seed's ports on IPv6 loopback, or on IPv4
 //! loopback where IPv6 is off), the wiring of a [`Node`], a [`Reflector`] on its own role thread
 //! and the gRPC [`Api`], and the text telling the user what to try. It must not add behaviour of
-//! its own: the parts run exactly as `elayday server` and `elayday reflector` run them.
+//! its own: the parts run exactly as `elayday server` and `elayday reflector` run them; nor parse
+//! flags: it gets a [`DemoConfig`].
 
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::time::Duration;
 
 use crate::api::Api;
-use crate::cli::{DEFAULT_GRPC, DEFAULT_GRPC_IPV4};
 use crate::daemon::shutdown::Shutdown;
 use crate::node::{Node, NodeConfig};
 use crate::reflector::{Reflector, ReflectorConfig};
 use crate::udp::SocketOptions;
+
+use super::config::DemoConfig;
+use super::flags::{default_grpc, ipv6_loopback};
 
 /// The seed README's ports: node, reflector, gRPC.
 pub const NODE_PORT: u16 = 24601;
@@ -28,15 +31,6 @@ const REFLECTOR_BUFFER: usize = 128 << 20;
 /// Kernel socket buffers to ask for (as `elayday server` and `elayday reflector` do).
 const SOCKET_BUFFER: usize = 64 << 20;
 
-/// What `elayday demo` is started with; `None` picks the default address.
-#[derive(Debug, Clone)]
-pub struct DemoConfig {
-    pub grpc: Option<SocketAddr>,
-    pub bind: Option<SocketAddr>,
-    pub reflector: Option<SocketAddr>,
-    pub delay: Duration,
-}
-
 /// The addresses the demo runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DemoAddrs {
@@ -45,32 +39,25 @@ pub struct DemoAddrs {
     pub grpc: SocketAddr,
 }
 
-impl DemoConfig {
-    /// Fills in the defaults: the seed's ports on `[::1]`, or on `127.0.0.1` when `ipv6` is
-    /// false. The reflector follows the node's address family.
-    pub fn addrs(&self, ipv6: bool) -> DemoAddrs {
-        let loopback: IpAddr = if ipv6 {
-            Ipv6Addr::LOCALHOST.into()
-        } else {
-            Ipv4Addr::LOCALHOST.into()
-        };
-        let node = self.bind.unwrap_or_else(|| {
-            let ip = self.reflector.map_or(loopback, |r| r.ip());
-            SocketAddr::new(ip, NODE_PORT)
-        });
-        DemoAddrs {
-            node,
-            reflector: self
-                .reflector
-                .unwrap_or(SocketAddr::new(node.ip(), REFLECTOR_PORT)),
-            grpc: self.grpc.unwrap_or(SocketAddr::new(loopback, GRPC_PORT)),
-        }
+/// Fills in the defaults of `config`: the seed's ports on `[::1]`, or on `127.0.0.1` when
+/// `ipv6` is false. The reflector follows the node's address family.
+pub fn addrs_for(config: &DemoConfig, ipv6: bool) -> DemoAddrs {
+    let loopback: IpAddr = if ipv6 {
+        Ipv6Addr::LOCALHOST.into()
+    } else {
+        Ipv4Addr::LOCALHOST.into()
+    };
+    let node = config.bind.unwrap_or_else(|| {
+        let ip = config.reflector.map_or(loopback, |r| r.ip());
+        SocketAddr::new(ip, NODE_PORT)
+    });
+    DemoAddrs {
+        node,
+        reflector: config
+            .reflector
+            .unwrap_or(SocketAddr::new(node.ip(), REFLECTOR_PORT)),
+        grpc: config.grpc.unwrap_or(SocketAddr::new(loopback, GRPC_PORT)),
     }
-}
-
-/// Whether this host has IPv6 loopback.
-pub fn ipv6_loopback() -> bool {
-    UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()
 }
 
 /// Runs the demo until `shutdown`.
@@ -79,7 +66,7 @@ pub fn run(config: DemoConfig, shutdown: &Shutdown) -> io::Result<()> {
     if !ipv6 {
         log::info!("no IPv6 loopback here: the demo runs on 127.0.0.1");
     }
-    let addrs = config.addrs(ipv6);
+    let addrs = addrs_for(&config, ipv6);
     // Find a taken gRPC port before anything starts (the usual clash: a demo already running).
     drop(TcpListener::bind(addrs.grpc).map_err(|e| taken(e, "gRPC", addrs.grpc, "--grpc"))?);
 
@@ -130,13 +117,7 @@ pub fn run(config: DemoConfig, shutdown: &Shutdown) -> io::Result<()> {
         reflector: reflector_addr,
         grpc: api.local_addr,
     };
-    let client_default: SocketAddr = if ipv6 {
-        DEFAULT_GRPC
-    } else {
-        DEFAULT_GRPC_IPV4
-    }
-    .parse()
-    .expect("a socket address");
+    let client_default: SocketAddr = default_grpc(ipv6).parse().expect("a socket address");
     let mut stdout = io::stdout().lock();
     let text = banner(&shown, config.delay, &cli_name(), client_default);
     let _ = stdout.write_all(text.as_bytes());
@@ -272,11 +253,11 @@ mod tests {
 
     #[test]
     fn defaults_are_the_seed_addresses_with_an_ipv4_fallback() {
-        let a = config(None, None, None).addrs(true);
+        let a = addrs_for(&config(None, None, None), true);
         assert_eq!(a.node, "[::1]:24601".parse().unwrap());
         assert_eq!(a.reflector, "[::1]:24602".parse().unwrap());
         assert_eq!(a.grpc, "[::1]:24603".parse().unwrap());
-        let a = config(None, None, None).addrs(false);
+        let a = addrs_for(&config(None, None, None), false);
         assert_eq!(a.node, "127.0.0.1:24601".parse().unwrap());
         assert_eq!(a.reflector, "127.0.0.1:24602".parse().unwrap());
         assert_eq!(a.grpc, "127.0.0.1:24603".parse().unwrap());
@@ -284,15 +265,15 @@ mod tests {
 
     #[test]
     fn the_reflector_follows_the_node_and_the_other_way_round() {
-        let a = config(Some("127.0.0.1:7000"), None, None).addrs(true);
+        let a = addrs_for(&config(Some("127.0.0.1:7000"), None, None), true);
         assert_eq!(a.reflector, "127.0.0.1:24602".parse().unwrap());
-        let a = config(None, Some("127.0.0.1:7000"), None).addrs(true);
+        let a = addrs_for(&config(None, Some("127.0.0.1:7000"), None), true);
         assert_eq!(a.node, "127.0.0.1:24601".parse().unwrap());
     }
 
     #[test]
     fn the_banner_has_the_seed_calls_and_the_cli() {
-        let a = config(None, None, None).addrs(true);
+        let a = addrs_for(&config(None, None, None), true);
         let v6 = "[::1]:24603".parse().unwrap();
         let text = banner(&a, Duration::from_secs(1), "elayday", v6);
         assert!(text.contains(
@@ -303,7 +284,7 @@ mod tests {
         ), "{text}");
         assert!(text.contains("\nelayday put foo hello\n"), "{text}");
         assert!(!text.contains("alias"), "{text}");
-        let a = config(None, None, Some("127.0.0.1:9")).addrs(true);
+        let a = addrs_for(&config(None, None, Some("127.0.0.1:9")), true);
         let text = banner(&a, Duration::from_secs(1), "/x/elayday", v6);
         assert!(
             text.contains("\nelayday get --grpc 127.0.0.1:9 foo\n"),
@@ -311,7 +292,7 @@ mod tests {
         );
         assert!(text.contains("alias elayday=/x/elayday"), "{text}");
         // Without IPv6 the CLI's default is the IPv4 one, so no flag is needed.
-        let a = config(None, None, None).addrs(false);
+        let a = addrs_for(&config(None, None, None), false);
         let v4 = "127.0.0.1:24603".parse().unwrap();
         let text = banner(&a, Duration::from_secs(1), "elayday", v4);
         assert!(text.contains("\nelayday get foo\n"), "{text}");
