@@ -3,8 +3,10 @@
 //! Messages come from protobuf-codegen 3 (pure Rust parser: no `protoc` needed). grpcio's own
 //! code generator only speaks protobuf 2, so the method descriptors and client stubs for
 //! grpcio are written here from the parsed service definitions: one `Method` constant per RPC
-//! and a blocking client struct per service. Server-side registration lives in `src/rpc.rs`,
-//! `src/health.rs` and `src/reflection.rs`.
+//! and a blocking client struct per service. Server-side registration lives in
+//! `src/api/store.rs`, `src/api/health.rs` and `src/api/reflection.rs`. The stubs are written
+//! whatever the features; `crate::proto::grpc`, which includes them, exists only with the `grpc`
+//! feature.
 //!
 //! The messages of package `a.b` land in `crate::proto::a::b` and its stubs in
 //! `crate::proto::grpc::a::b`, with a leading `grpc.` dropped: `grpc.reflection.v1` becomes

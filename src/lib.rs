@@ -4,20 +4,26 @@
 //! reflector), like the mercury delay-line memories of the 1940s. A node stores nothing: it only
 //! forwards what passes by, and reassembles a value while a GET is waiting for it.
 //!
-//! Modules, one concern each:
+//! Modules, one concern each (a folder for each part made of several files; every file opens
+//! with what it owns and what it must not do):
 //! - [`wire`]: the datagram format, a checked view over bytes plus emitters.
-//! - [`udp`]: batched datagram I/O (recvmmsg/sendmmsg) and socket setup.
+//! - [`daemon`]: the shutdown flag, the role-thread supervisor ([`daemon::spawn_role`]: a dead
+//!   thread ends the process), SIGINT/SIGTERM, readiness messages to systemd.
+//! - [`udp`]: batched datagram I/O (recvmmsg/sendmmsg, GRO/GSO) and socket setup.
+//! - [`clock`]: hybrid logical clock and write versions.
+//! - [`reassembly`]: values being put back together for waiting GETs.
+//! - [`pending`]: the table where gRPC calls wait for answers.
 //! - [`ring`]: the node's receive and send threads and their pool of batches.
 //! - [`node`]: the processor thread that owns the protocol state.
-//! - [`reassembly`]: values being put back together for waiting GETs.
-//! - [`clock`]: hybrid logical clock and write versions.
-//! - [`pending`]: the table where gRPC calls wait for answers.
-//! - [`api`]: what a node serves: the gRPC server with the store (`elayday.Elayday`), health
-//!   (`grpc.health.v1.Health`) and reflection services, and the Prometheus endpoint.
 //! - [`reflector`]: the delay reflector that closes a loop with a single node.
+//! - [`api`]: the gRPC server (the store, health and reflection services) and the Prometheus
+//!   endpoint.
 //! - [`cli`]: flags and environment variables; the client and demo subcommands.
-//! - [`daemon`]: the shutdown flag, the role-thread supervisor ([`daemon::spawn_role`]: a dead
-//!   thread ends the process), SIGINT/SIGTERM, readiness messages to systemd (`sd_notify`).
+//!
+//! The `grpc` feature (on by default) brings in grpcio and everything that needs it: the gRPC
+//! services and server, the client, the demo, and the generated stubs in `proto::grpc`. Without
+//! it the library still has the node, the reflector, the metrics endpoint and the flag parser
+//! (for fuzzing without the gRPC C-core).
 
 pub mod api;
 pub mod cli;
@@ -42,6 +48,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/protos/mod.rs"));
 
     /// grpcio method descriptors and clients.
+    #[cfg(feature = "grpc")]
     pub mod grpc {
         include!(concat!(env!("OUT_DIR"), "/grpc.rs"));
     }

@@ -11,12 +11,20 @@
 //! The services depend on `call.rs` and nothing else here, and none imports another; only
 //! `server.rs` knows them all. This file only names the parts. Nothing here holds protocol
 //! state: every figure and answer comes from the processor through [`crate::node::NodeHandle`].
+//!
+//! Everything gRPC is behind the `grpc` feature (on by default); `metrics.rs` is not.
 
+#[cfg(feature = "grpc")]
 mod call;
+#[cfg(feature = "grpc")]
 pub mod health;
 pub mod metrics;
+#[cfg(feature = "grpc")]
 pub mod reflection;
+#[cfg(feature = "grpc")]
 mod server;
+#[cfg(feature = "grpc")]
 pub mod store;
 
+#[cfg(feature = "grpc")]
 pub use server::Api;

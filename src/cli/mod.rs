@@ -11,10 +11,13 @@
 //! Each file depends only on the ones listed before it: the parser builds configurations
 //! without the code that runs them, and that code does not parse. `main.rs` dispatches. A flag
 //! on the command line wins over its environment variable. [`parse`] must not start anything:
-//! it only turns strings into settings, or into one clear error line (exit code 2).
+//! it only turns strings into settings, or into one clear error line (exit code 2); it needs no
+//! gRPC (the client and the demo are behind the `grpc` feature, the parser is not).
 
+#[cfg(feature = "grpc")]
 pub mod client;
 mod config;
+#[cfg(feature = "grpc")]
 pub mod demo;
 mod flags;
 mod values;
