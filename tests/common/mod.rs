@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use elayday::proto::elayday::*;
 use elayday::proto::grpc::ElaydayClient;
-use elayday::wire::{Frame, FrameType};
+use elayday::wire::{Frame, Kind};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_elayday");
 
@@ -66,8 +66,11 @@ pub struct Process {
 }
 
 impl Process {
+    /// Runs this build's `elayday`, or the binary named by `ELAYDAY_TEST_BIN` (to show that a
+    /// test fails on an older build: `ELAYDAY_TEST_BIN=/path/to/old/elayday cargo test ...`).
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
-        let mut command = Command::new(BIN);
+        let bin = std::env::var("ELAYDAY_TEST_BIN").unwrap_or_else(|_| BIN.to_string());
+        let mut command = Command::new(bin);
         command
             .args(args)
             .env_remove("RUST_LOG")
@@ -425,11 +428,11 @@ fn relay(
         };
         let datagram = buf[..n].to_vec();
         if let Ok(frame) = Frame::new_checked(&datagram[..]) {
-            if frame.frame_type() == FrameType::Data {
-                let id = (frame.key().to_vec(), frame.hlc(), frame.origin());
+            if let Kind::Data(data) = frame.kind() {
+                let id = (data.key().to_vec(), frame.hlc(), frame.origin());
                 *census.lock().unwrap().entry(id).or_default() += 1;
                 let (key, n) = &*lose.lock().unwrap();
-                if *n > 0 && key == frame.key() {
+                if *n > 0 && key == data.key() {
                     data_seen += 1;
                     if data_seen % n == 0 {
                         continue;

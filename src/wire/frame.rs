@@ -1,0 +1,278 @@
+//! wire::frame: the checked, zero-copy view over a received datagram.
+//!
+//! It owns validation ([`Frame::new_checked`]) and the field accessors. A [`Frame`] can only be
+//! built by checking, so every accessor it offers is valid and never panics; the fields that
+//! belong to one frame type are reached through that type's view ([`Frame::kind`]), so a PROBE
+//! has no key and a TOMBSTONE no payload to ask for. It must not allocate or copy.
+
+use core::ops::Range;
+
+use super::{
+    compute_checksum, field, fragment_count, Error, FrameType, DATA_HEADER_LEN, FORMAT_VERSION,
+    HEADER_LEN, MAGIC, MAX_KEY_LEN, PROBE_LEN, TOMBSTONE_HEADER_LEN,
+};
+
+fn read_u16(buf: &[u8], at: Range<usize>) -> u16 {
+    let mut bytes = [0; 2];
+    bytes.copy_from_slice(&buf[at]);
+    u16::from_be_bytes(bytes)
+}
+
+fn read_u32(buf: &[u8], at: Range<usize>) -> u32 {
+    let mut bytes = [0; 4];
+    bytes.copy_from_slice(&buf[at]);
+    u32::from_be_bytes(bytes)
+}
+
+fn read_u64(buf: &[u8], at: Range<usize>) -> u64 {
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&buf[at]);
+    u64::from_be_bytes(bytes)
+}
+
+/// A checked, read-only view of a frame in a byte buffer.
+///
+/// The only way to build one is [`Frame::new_checked`]: every accessor is then valid and never
+/// panics. The common header's fields are here; the rest are on the view [`Frame::kind`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<T: AsRef<[u8]>> {
+    buffer: T,
+    frame_type: FrameType,
+}
+
+/// The part of a checked frame that only its type has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind<'a> {
+    /// One fragment of a value.
+    Data(DataFrame<'a>),
+    /// A forward-error-correction shard (same fields as DATA).
+    Parity(DataFrame<'a>),
+    /// A deletion.
+    Tombstone(TombstoneFrame<'a>),
+    /// A loop latency probe.
+    Probe(ProbeFrame<'a>),
+}
+
+impl<T: AsRef<[u8]>> Frame<T> {
+    /// Wraps `buffer` once it is a well-formed frame. Checks run cheap first: length of the
+    /// common header (`Truncated`), magic (`BadMagic`), version (`UnsupportedVersion`), type
+    /// (`UnknownType`), then the type's own fields (`Malformed`) and length (`Truncated` if the
+    /// buffer is shorter than the frame they describe, `Malformed` if longer), and the checksum
+    /// (`BadChecksum`) last. Flags and reserved fields are not looked at.
+    pub fn new_checked(buffer: T) -> Result<Frame<T>, Error> {
+        let frame_type = check(buffer.as_ref())?;
+        Ok(Frame { buffer, frame_type })
+    }
+
+    /// The buffer back.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// The whole datagram.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    /// The frame type.
+    pub fn frame_type(&self) -> FrameType {
+        self.frame_type
+    }
+
+    /// The flags field. Senders write 0; receivers ignore bits they do not know.
+    pub fn flags(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::FLAGS)
+    }
+
+    /// The checksum field as received.
+    pub fn checksum(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::CHECKSUM)
+    }
+
+    /// Id of the node that created the frame.
+    pub fn origin(&self) -> u64 {
+        read_u64(self.buffer.as_ref(), field::ORIGIN)
+    }
+
+    /// Hybrid logical clock stamp taken when the frame was created (opaque here).
+    pub fn hlc(&self) -> u64 {
+        read_u64(self.buffer.as_ref(), field::HLC)
+    }
+
+    /// The fields of this frame's type.
+    pub fn kind(&self) -> Kind<'_> {
+        let buf = self.buffer.as_ref();
+        match self.frame_type {
+            FrameType::Data => Kind::Data(DataFrame { buf }),
+            FrameType::Parity => Kind::Parity(DataFrame { buf }),
+            FrameType::Tombstone => Kind::Tombstone(TombstoneFrame { buf }),
+            FrameType::Probe => Kind::Probe(ProbeFrame { buf }),
+        }
+    }
+}
+
+/// The fields of a checked DATA or PARITY frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataFrame<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> DataFrame<'a> {
+    /// Total length of the value in bytes.
+    pub fn value_len(&self) -> u64 {
+        read_u64(self.buf, field::VALUE_LEN)
+    }
+
+    /// Index of this fragment: below `fragment_count` for DATA, below `parity_count` for
+    /// PARITY.
+    pub fn fragment_index(&self) -> u32 {
+        read_u32(self.buf, field::FRAGMENT_INDEX)
+    }
+
+    /// Number of data fragments of the value: `fragment_count(value_len, chunk_len)`.
+    pub fn fragment_count(&self) -> u32 {
+        read_u32(self.buf, field::FRAGMENT_COUNT)
+    }
+
+    /// Payload bytes of every data fragment but the last (never 0).
+    pub fn chunk_len(&self) -> u16 {
+        read_u16(self.buf, field::CHUNK_LEN)
+    }
+
+    /// Number of parity shards of the value (0 in v1).
+    pub fn parity_count(&self) -> u8 {
+        self.buf[field::PARITY_COUNT]
+    }
+
+    /// The key: 1 to [`MAX_KEY_LEN`] bytes.
+    pub fn key(&self) -> &'a [u8] {
+        let len = usize::from(read_u16(self.buf, field::DATA_KEY_LEN));
+        &self.buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]
+    }
+
+    /// The payload: everything after the key.
+    pub fn payload(&self) -> &'a [u8] {
+        let len = usize::from(read_u16(self.buf, field::DATA_KEY_LEN));
+        &self.buf[DATA_HEADER_LEN + len..]
+    }
+
+    /// Where a DATA fragment's payload starts inside the value: `fragment_index * chunk_len`
+    /// (meaningless for PARITY). With the payload's length it stays within `value_len`.
+    pub fn payload_offset(&self) -> u64 {
+        u64::from(self.fragment_index()) * u64::from(self.chunk_len())
+    }
+}
+
+/// The fields of a checked TOMBSTONE frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TombstoneFrame<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> TombstoneFrame<'a> {
+    /// The key deleted: 1 to [`MAX_KEY_LEN`] bytes.
+    pub fn key(&self) -> &'a [u8] {
+        &self.buf[TOMBSTONE_HEADER_LEN..]
+    }
+}
+
+/// The fields of a checked PROBE frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeFrame<'a> {
+    buf: &'a [u8],
+}
+
+impl ProbeFrame<'_> {
+    /// Sequence number of the probe.
+    pub fn sequence(&self) -> u64 {
+        read_u64(self.buf, field::SEQUENCE)
+    }
+
+    /// Origin-local monotonic send time in ns (opaque to other nodes).
+    pub fn sent_at_ns(&self) -> u64 {
+        read_u64(self.buf, field::SENT_AT_NS)
+    }
+}
+
+/// Validates a whole frame and returns its type (see [`Frame::new_checked`]).
+fn check(buf: &[u8]) -> Result<FrameType, Error> {
+    if buf.len() < HEADER_LEN {
+        return Err(Error::Truncated);
+    }
+    if buf[field::MAGIC] != MAGIC {
+        return Err(Error::BadMagic);
+    }
+    if buf[field::VERSION] != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion);
+    }
+    let frame_type = FrameType::from_code(buf[field::TYPE]).ok_or(Error::UnknownType)?;
+    let frame_len = match frame_type {
+        FrameType::Data | FrameType::Parity => check_data(buf, frame_type)?,
+        FrameType::Tombstone => check_tombstone(buf)?,
+        FrameType::Probe => PROBE_LEN,
+    };
+    if buf.len() < frame_len {
+        return Err(Error::Truncated);
+    }
+    if buf.len() > frame_len {
+        return Err(Error::Malformed);
+    }
+    if read_u32(buf, field::CHECKSUM) != compute_checksum(buf) {
+        return Err(Error::BadChecksum);
+    }
+    Ok(frame_type)
+}
+
+/// Checks the DATA / PARITY header fields and returns the frame length they describe.
+fn check_data(buf: &[u8], frame_type: FrameType) -> Result<usize, Error> {
+    if buf.len() < DATA_HEADER_LEN {
+        return Err(Error::Truncated);
+    }
+    let key_len = usize::from(read_u16(buf, field::DATA_KEY_LEN));
+    if key_len == 0 || key_len > MAX_KEY_LEN {
+        return Err(Error::Malformed);
+    }
+    let chunk_len = read_u16(buf, field::CHUNK_LEN);
+    if chunk_len == 0 {
+        return Err(Error::Malformed);
+    }
+    let value_len = read_u64(buf, field::VALUE_LEN);
+    let count = u64::from(read_u32(buf, field::FRAGMENT_COUNT));
+    if count != fragment_count(value_len, chunk_len) {
+        return Err(Error::Malformed);
+    }
+    let index = u64::from(read_u32(buf, field::FRAGMENT_INDEX));
+    let payload_len = match frame_type {
+        FrameType::Parity => {
+            if index >= u64::from(buf[field::PARITY_COUNT]) {
+                return Err(Error::Malformed);
+            }
+            u64::from(chunk_len)
+        }
+        _ => {
+            if index >= count {
+                return Err(Error::Malformed);
+            }
+            if index + 1 < count {
+                u64::from(chunk_len)
+            } else {
+                // count == fragment_count(..) keeps this in 0..=chunk_len.
+                value_len - (count - 1) * u64::from(chunk_len)
+            }
+        }
+    };
+    // payload_len <= u16::MAX, so the cast is lossless.
+    Ok(DATA_HEADER_LEN + key_len + payload_len as usize)
+}
+
+/// Checks the TOMBSTONE header fields and returns the frame length they describe.
+fn check_tombstone(buf: &[u8]) -> Result<usize, Error> {
+    if buf.len() < TOMBSTONE_HEADER_LEN {
+        return Err(Error::Truncated);
+    }
+    let key_len = usize::from(read_u16(buf, field::TOMBSTONE_KEY_LEN));
+    if key_len == 0 || key_len > MAX_KEY_LEN {
+        return Err(Error::Malformed);
+    }
+    Ok(TOMBSTONE_HEADER_LEN + key_len)
+}
