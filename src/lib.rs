@@ -10,11 +10,9 @@
 //! - [`daemon`]: the shutdown flag, the role-thread supervisor ([`daemon::spawn_role`]: a dead
 //!   thread ends the process), SIGINT/SIGTERM, readiness messages to systemd.
 //! - [`udp`]: batched datagram I/O (recvmmsg/sendmmsg, GRO/GSO) and socket setup.
-//! - [`clock`]: hybrid logical clock and write versions.
-//! - [`reassembly`]: values being put back together for waiting GETs.
-//! - [`pending`]: the table where gRPC calls wait for answers.
-//! - [`ring`]: the node's receive and send threads and their pool of batches.
-//! - [`node`]: the processor thread that owns the protocol state.
+//! - [`node`]: a node: its sans-IO protocol core ([`node::core`]: forwarding decisions, writes
+//!   and their confirmation, reassembly, probes, records, versions), the threads that drive it
+//!   (`udp-recv`, `processor`, `udp-send`) and the pending table where gRPC calls wait.
 //! - [`reflector`]: the delay reflector that closes a loop with a single node.
 //! - [`api`]: the gRPC server (the store, health and reflection services) and the Prometheus
 //!   endpoint.
@@ -27,13 +25,9 @@
 
 pub mod api;
 pub mod cli;
-pub mod clock;
 pub mod daemon;
 pub mod node;
-pub mod pending;
-pub mod reassembly;
 pub mod reflector;
-pub mod ring;
 pub mod udp;
 pub mod wire;
 

@@ -410,7 +410,7 @@ fn garbage_datagrams_are_dropped_and_counted() {
     // A probe of a node that is long gone is taken out of the loop.
     let stale = elayday::wire::ProbeRepr {
         origin: 99,
-        hlc: (elayday::clock::now_millis() - 3_600_000) << 16,
+        hlc: elayday::node::core::clock::stamp(unix_ms() - 3_600_000),
         sequence: 1,
         sent_at_ns: 0,
     };
@@ -504,4 +504,11 @@ fn datagrams_longer_than_the_mtu_are_dropped_counted_and_logged() {
         .wait_for_log("longer than --mtu allows", Duration::from_secs(10));
     put(&node.client, "k", b"still fine").unwrap();
     assert_eq!(get(&node.client, "k").unwrap(), b"still fine");
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }

@@ -304,7 +304,7 @@ fn respond(head: &[u8], node: &NodeHandle) -> (Response, bool) {
 
 /// Asks the processor for its figures, as a gRPC call would, and waits on this thread.
 fn fetch_stats(node: &NodeHandle) -> Option<Box<Stats>> {
-    let id = node.pending.register();
+    let id = node.pending.register().ok()?;
     if node.commands.send(Command::Stats { id }).is_err() {
         node.pending.forget(id);
         return None;

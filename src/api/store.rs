@@ -162,7 +162,20 @@ async fn serve<Req, Resp>(
             return;
         }
     };
-    let id = node.pending.register();
+    let id = match node.pending.register() {
+        Ok(id) => id,
+        Err(full) => {
+            let status = RpcStatus::with_message(
+                RpcStatusCode::RESOURCE_EXHAUSTED,
+                format!(
+                    "this node holds {} requests already (--max-requests); try again later",
+                    full.capacity
+                ),
+            );
+            let _ = sink.fail(status).await;
+            return;
+        }
+    };
     let command = match command(&node, id, request) {
         Ok(command) => command,
         Err(status) => {

@@ -221,7 +221,7 @@ fn wait<T: Unpin>(
     at_once: bool,
 ) -> grpcio::Result<T> {
     let started = Instant::now();
-    let waker = crate::pending::current_thread_waker();
+    let waker = crate::node::pending::current_thread_waker();
     let mut context = Context::from_waker(&waker);
     let mut first = true;
     loop {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::api::Api;
 use crate::daemon::shutdown::Shutdown;
-use crate::node::{Node, NodeConfig};
+use crate::node::{Limits, Node, NodeConfig};
 use crate::reflector::{Reflector, ReflectorConfig};
 use crate::udp::SocketOptions;
 
@@ -92,9 +92,9 @@ pub fn run(config: DemoConfig, shutdown: &Shutdown) -> io::Result<()> {
         bind: addrs.node,
         destination: reflector_addr,
         mtu: 1280,
-        max_value_size: MAX_VALUE_SIZE,
         socket_buffer: SOCKET_BUFFER,
         loop_timeout: (config.delay * 3).max(Duration::from_secs(2)),
+        limits: Limits::defaults(MAX_VALUE_SIZE),
     };
     let node = match Node::start(node, shutdown) {
         Ok(node) => node,

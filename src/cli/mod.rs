@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
-use crate::node::{NodeConfig, IP_UDP_OVERHEAD};
+use crate::node::{Limits, NodeConfig, IP_UDP_OVERHEAD};
 use crate::reflector::ReflectorConfig;
 use crate::udp::SocketOptions;
 
@@ -36,7 +36,7 @@ pub use flags::{
     command_help, default_grpc, ipv6_loopback, Flag, CLIENT_FLAGS, DEFAULT_GRPC, DEFAULT_GRPC_IPV4,
     DEMO_FLAGS, REFLECTOR_FLAGS, SERVER_FLAGS,
 };
-pub use values::{bytes, grpc_target, resolve, seconds, socket_addr, UsageError};
+pub use values::{bytes, grpc_target, resolve, seconds, socket_addr, system_lookup, UsageError};
 
 use flags::{main_help, positionals, version_line};
 use values::{key_text, usage};
@@ -61,10 +61,20 @@ pub enum Invocation {
 }
 
 /// Parses `elayday ARGS...` (without the program name), reading environment variables through
-/// `env` so tests can supply their own.
+/// `env` so tests can supply their own. Host names are looked up with the system's resolver.
 pub fn parse(
     args: impl IntoIterator<Item = OsString>,
     env: impl Fn(&str) -> Option<String>,
+) -> Result<Invocation, UsageError> {
+    parse_with(args, env, system_lookup)
+}
+
+/// [`parse`], looking host names up with `lookup` (host, port) instead of the system's
+/// resolver: the fuzzer's never reaches the network.
+pub fn parse_with(
+    args: impl IntoIterator<Item = OsString>,
+    env: impl Fn(&str) -> Option<String>,
+    lookup: impl Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>,
 ) -> Result<Invocation, UsageError> {
     let mut parser = lexopt::Parser::from_args(args);
     let command = match parser.next().map_err(|e| usage(e.to_string()))? {
@@ -102,7 +112,7 @@ pub fn parse(
         Collected::Version => return Ok(Invocation::Print(version_line())),
     };
     match command.as_str() {
-        "server" => server(&values),
+        "server" => server(&values, &lookup),
         "put" | "get" | "delete" | "stats" => client(&command, &values),
         "demo" => demo(&values),
         _ => reflector(&values),
@@ -213,11 +223,14 @@ fn describe(arg: &lexopt::Arg) -> String {
     }
 }
 
-fn server(values: &Values) -> Result<Invocation, UsageError> {
+fn server(
+    values: &Values,
+    lookup: &impl Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>,
+) -> Result<Invocation, UsageError> {
     let (bind, source) = values.required("bind")?;
     let bind = socket_addr(bind, source)?;
     let (destination, source) = values.required("destination")?;
-    let destination = resolve(destination, source, bind)?;
+    let destination = resolve(destination, source, bind, lookup)?;
     let same_ip = destination.ip() == bind.ip()
         || (bind.ip().is_unspecified() && destination.ip().is_loopback());
     if same_ip && destination.port() == bind.port() {
@@ -252,6 +265,7 @@ fn server(values: &Values) -> Result<Invocation, UsageError> {
     if loop_timeout < Duration::from_millis(10) {
         return Err(usage(format!("{source}: must be at least 0.01 seconds")));
     }
+    let limits = limits(values, max_value_size)?;
     let metrics = match values.get("bind-metrics") {
         Some(("", _)) | None => None,
         Some((addr, source)) => Some(socket_addr(addr, source)?),
@@ -260,15 +274,46 @@ fn server(values: &Values) -> Result<Invocation, UsageError> {
         bind,
         destination,
         mtu: mtu as usize,
-        max_value_size,
         socket_buffer,
         loop_timeout,
+        limits,
     };
     debug_assert!(node.mtu > IP_UDP_OVERHEAD);
     Ok(Invocation::Server {
         node,
         grpc,
         metrics,
+    })
+}
+
+/// The memory limits of `elayday server`.
+fn limits(values: &Values, max_value_size: u64) -> Result<Limits, UsageError> {
+    let count = |name: &str| -> Result<usize, UsageError> {
+        let (text, source) = values.required(name)?;
+        match text.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(usage(format!(
+                "{source}: '{text}' is not a positive whole number"
+            ))),
+        }
+    };
+    let at_least_a_value = |name: &str| -> Result<u64, UsageError> {
+        let (text, source) = values.required(name)?;
+        let n = bytes(text, source)?;
+        if n < max_value_size {
+            return Err(usage(format!(
+                "{source}: {n} is less than --max-value-size ({max_value_size}): the largest \
+                 value would never fit"
+            )));
+        }
+        Ok(n)
+    };
+    Ok(Limits {
+        max_value_size,
+        max_requests: count("max-requests")?,
+        max_write_backlog: at_least_a_value("max-write-backlog")?,
+        max_reassembly: at_least_a_value("max-reassembly")?,
+        max_records: count("max-records")?,
     })
 }
 
@@ -394,7 +439,44 @@ mod tests {
         assert_eq!(node.destination, "[::1]:24602".parse().unwrap());
         assert_eq!(grpc, Some("[::1]:24603".parse().unwrap()));
         assert_eq!(node.mtu, 1280);
-        assert_eq!(node.max_value_size, 256 << 20);
+        assert_eq!(node.limits, crate::node::Limits::defaults(256 << 20));
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let base = ["server", "--bind", "[::1]:1", "--destination", "[::1]:2"];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            run(&args, &[])
+        };
+        let Ok(Invocation::Server { node, .. }) = with(&[
+            "--max-requests",
+            "5",
+            "--max-records",
+            "7",
+            "--max-reassembly",
+            "1G",
+            "--max-write-backlog",
+            "300M",
+        ]) else {
+            panic!("parses")
+        };
+        assert_eq!(node.limits.max_requests, 5);
+        assert_eq!(node.limits.max_records, 7);
+        assert_eq!(node.limits.max_reassembly, 1 << 30);
+        assert_eq!(node.limits.max_write_backlog, 300 << 20);
+        for bad in [
+            &["--max-requests", "0"][..],
+            &["--max-records", "-1"],
+            &["--max-reassembly", "1M"],
+            &["--max-write-backlog", "lots"],
+        ] {
+            let Err(e) = with(bad) else {
+                panic!("{bad:?} accepted")
+            };
+            assert!(e.to_string().contains(bad[0]), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -63,8 +63,19 @@ pub fn socket_addr(text: &str, source: &str) -> Result<SocketAddr, UsageError> {
     })
 }
 
-/// Resolves `host:port` to an address of the same family as the local socket.
-pub fn resolve(text: &str, source: &str, bind: SocketAddr) -> Result<SocketAddr, UsageError> {
+/// Looks `host` up with the system's resolver.
+pub fn system_lookup(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
+/// Resolves `host:port` to an address of the same family as the local socket, looking names up
+/// with `lookup` (normally [`system_lookup`]).
+pub fn resolve(
+    text: &str,
+    source: &str,
+    bind: SocketAddr,
+    lookup: impl Fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>,
+) -> Result<SocketAddr, UsageError> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return same_family(addr, bind).ok_or_else(|| family_error(text, source, bind));
     }
@@ -85,10 +96,8 @@ pub fn resolve(text: &str, source: &str, bind: SocketAddr) -> Result<SocketAddr,
             "{source}: '{port}' in '{text}' is not a port number"
         ))
     })?;
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| usage(format!("{source}: cannot resolve '{host}': {e}")))?
-        .collect();
+    let addrs = lookup(host, port)
+        .map_err(|e| usage(format!("{source}: cannot resolve '{host}': {e}")))?;
     addrs
         .iter()
         .find_map(|&a| same_family(a, bind))
@@ -169,10 +178,10 @@ mod tests {
     fn host_names_resolve() {
         let bind: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(
-            resolve("localhost:9", "x", bind).unwrap(),
+            resolve("localhost:9", "x", bind, system_lookup).unwrap(),
             "127.0.0.1:9".parse().unwrap()
         );
-        assert!(resolve("no-such-host.invalid:9", "x", bind)
+        assert!(resolve("no-such-host.invalid:9", "x", bind, system_lookup)
             .unwrap_err()
             .0
             .contains("cannot resolve"));

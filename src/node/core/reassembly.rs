@@ -1,17 +1,21 @@
-//! reassembly: puts values back together from the datagrams that pass while a GET waits.
+//! node::core::reassembly: puts values back together from the datagrams that pass while a GET
+//! waits.
 //!
 //! It owns the only copies of value bytes a node ever holds, and only for keys that a GET is
-//! waiting on: one partial buffer per (key, version) seen. It must not decide when a GET gives up
-//! (that is the processor's loop-period logic) and must not touch frames of keys nobody wants.
+//! waiting on: one partial buffer per (key, version) seen, at most [`MAX_VERSIONS_PER_KEY`] per
+//! key, and never more bytes in all than its budget (`--max-reassembly`): a version that does
+//! not fit is not allocated, only counted, and its waiters learn why when they give up. It must
+//! not decide when a GET gives up (that is the core's loop-period logic) and must not touch
+//! frames of keys nobody wants.
 
 use std::collections::HashMap;
 
-use crate::clock::Version;
-use crate::node::RequestId;
-use crate::wire::Frame;
+use super::clock::Version;
+use super::RequestId;
+use crate::wire::DataFrame;
 
 /// Versions of one key assembled side by side before the oldest is given up.
-const MAX_VERSIONS_PER_KEY: usize = 4;
+pub const MAX_VERSIONS_PER_KEY: usize = 4;
 
 /// What became of a key once a version of it was complete.
 #[derive(Debug)]
@@ -20,6 +24,17 @@ pub struct Completed {
     pub waiters: Vec<RequestId>,
     /// The value, or the length it claims when that is over the node's limit.
     pub value: Result<Vec<u8>, u64>,
+}
+
+/// How far a key got when its GETs give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// No datagram of the key passed.
+    Nothing,
+    /// The most complete version had `have` of `need` fragments.
+    Partial { have: u32, need: u32 },
+    /// A version passed that the reassembly budget had no room for.
+    NoRoom { value_len: u64 },
 }
 
 struct Partial {
@@ -33,31 +48,49 @@ struct Partial {
 }
 
 impl Partial {
-    fn matches(&self, frame: &Frame<&[u8]>) -> bool {
+    fn matches(&self, frame: &DataFrame<'_>) -> bool {
         self.value_len == frame.value_len()
             && self.chunk_len == frame.chunk_len()
             && self.fragment_count == frame.fragment_count()
     }
+
+    /// Bytes this partial holds: the value buffer and the bitmap.
+    fn cost(&self) -> u64 {
+        cost(self.value_len, self.fragment_count)
+    }
+}
+
+/// Bytes a partial of this shape holds.
+fn cost(value_len: u64, fragment_count: u32) -> u64 {
+    value_len + u64::from(fragment_count).div_ceil(64) * 8
 }
 
 #[derive(Default)]
 struct KeyState {
     waiters: Vec<RequestId>,
     partials: Vec<Partial>,
+    /// Claimed length of the largest version refused for want of room.
+    refused: Option<u64>,
 }
 
 /// Values being reassembled, by key.
 pub struct Reassembly {
     keys: HashMap<Box<[u8]>, KeyState>,
     max_value_size: u64,
+    budget: u64,
+    held: u64,
+    refused: u64,
 }
 
 impl Reassembly {
-    /// Reassembles values up to `max_value_size` bytes.
-    pub fn new(max_value_size: u64) -> Reassembly {
+    /// Reassembles values up to `max_value_size` bytes, holding at most `budget` bytes in all.
+    pub fn new(max_value_size: u64, budget: u64) -> Reassembly {
         Reassembly {
             keys: HashMap::new(),
             max_value_size,
+            budget,
+            held: 0,
+            refused: 0,
         }
     }
 
@@ -74,7 +107,7 @@ impl Reassembly {
             None => {
                 let state = KeyState {
                     waiters: vec![id],
-                    partials: Vec::new(),
+                    ..KeyState::default()
                 };
                 self.keys.insert(key.into(), state);
             }
@@ -86,41 +119,65 @@ impl Reassembly {
         if let Some(state) = self.keys.get_mut(key) {
             state.waiters.retain(|&w| w != id);
             if state.waiters.is_empty() {
-                self.keys.remove(key);
+                self.remove_key(key);
             }
         }
     }
 
-    /// Fragments received and needed of the most complete version of `key`, if any was seen.
-    pub fn progress(&self, key: &[u8]) -> Option<(u32, u32)> {
-        let state = self.keys.get(key)?;
-        state
+    fn remove_key(&mut self, key: &[u8]) -> Option<KeyState> {
+        let state = self.keys.remove(key)?;
+        self.held -= state.partials.iter().map(Partial::cost).sum::<u64>();
+        Some(state)
+    }
+
+    /// How far `key` got: its most complete version, or why none could be kept.
+    pub fn progress(&self, key: &[u8]) -> Progress {
+        let Some(state) = self.keys.get(key) else {
+            return Progress::Nothing;
+        };
+        let best = state
             .partials
             .iter()
             .map(|p| (p.received, p.fragment_count))
-            .max_by_key(|&(have, _)| have)
+            .max_by_key(|&(have, _)| have);
+        match (best, state.refused) {
+            (Some((have, need)), _) if have > 0 => Progress::Partial { have, need },
+            (_, Some(value_len)) => Progress::NoRoom { value_len },
+            _ => Progress::Nothing,
+        }
     }
 
-    /// Bytes held in partial buffers.
+    /// Bytes held in partial buffers (never more than the budget).
     pub fn held_bytes(&self) -> u64 {
-        let partials = self.keys.values().flat_map(|s| s.partials.iter());
-        partials.map(|p| p.buf.len() as u64).sum()
+        self.held
     }
 
-    /// Takes a checked DATA frame. Versions older than `floor` (a newer write or a deletion this
-    /// node knows of) are ignored. Returns the waiters and the value once a version is complete.
-    pub fn offer(&mut self, frame: &Frame<&[u8]>, floor: Option<Version>) -> Option<Completed> {
+    /// The budget, in bytes.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Datagrams of wanted keys not kept for want of room, since the start.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Takes a checked DATA frame of `version`. Versions older than `floor` (a newer write or a
+    /// deletion this node knows of) are ignored. Returns the waiters and the value once a
+    /// version is complete.
+    pub fn offer(
+        &mut self,
+        frame: &DataFrame<'_>,
+        version: Version,
+        floor: Option<Version>,
+    ) -> Option<Completed> {
         let key = frame.key();
         let state = self.keys.get_mut(key)?;
-        let version = Version {
-            hlc: frame.hlc(),
-            origin: frame.origin(),
-        };
         if floor.is_some_and(|floor| version < floor) {
             return None;
         }
         if frame.value_len() > self.max_value_size {
-            let state = self.keys.remove(key)?;
+            let state = self.remove_key(key)?;
             return Some(Completed {
                 waiters: state.waiters,
                 value: Err(frame.value_len()),
@@ -129,12 +186,24 @@ impl Reassembly {
         let slot = match state.partials.iter().position(|p| p.version == version) {
             Some(slot) => slot,
             None => {
+                let need = cost(frame.value_len(), frame.fragment_count());
+                let mut freed = 0;
                 if state.partials.len() == MAX_VERSIONS_PER_KEY {
                     let oldest = (0..state.partials.len())
                         .min_by_key(|&i| state.partials[i].version)
                         .unwrap_or(0);
-                    state.partials.swap_remove(oldest);
+                    if state.partials[oldest].version > version {
+                        return None; // older than every version kept
+                    }
+                    freed = state.partials.swap_remove(oldest).cost();
                 }
+                self.held -= freed;
+                if self.held + need > self.budget {
+                    state.refused = Some(state.refused.unwrap_or(0).max(frame.value_len()));
+                    self.refused += 1;
+                    return None;
+                }
+                self.held += need;
                 let count = frame.fragment_count();
                 state.partials.push(Partial {
                     version,
@@ -152,21 +221,24 @@ impl Reassembly {
         if !partial.matches(frame) {
             return None;
         }
-        let index = frame.fragment_index() as usize;
-        let (word, bit) = (index / 64, 1u64 << (index % 64));
-        if partial.have[word] & bit != 0 {
-            return None;
+        let index = frame.fragment_index();
+        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
+        match partial.have.get_mut(word) {
+            Some(w) if *w & bit == 0 => *w |= bit,
+            _ => return None,
         }
-        partial.have[word] |= bit;
-        partial.received += 1;
         let offset = frame.payload_offset() as usize;
         let payload = frame.payload();
-        partial.buf[offset..offset + payload.len()].copy_from_slice(payload);
+        let Some(dst) = partial.buf.get_mut(offset..offset + payload.len()) else {
+            return None; // cannot happen for a checked frame of this shape
+        };
+        dst.copy_from_slice(payload);
+        partial.received += 1;
         if partial.received < partial.fragment_count {
             return None;
         }
         let value = std::mem::take(&mut partial.buf);
-        let state = self.keys.remove(key)?;
+        let state = self.remove_key(key)?;
         Some(Completed {
             waiters: state.waiters,
             value: Ok(value),
@@ -177,7 +249,7 @@ impl Reassembly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{chunk, fragment_count, DataRepr};
+    use crate::wire::{chunk, fragment_count, DataRepr, Frame, Kind};
 
     fn frames(key: &[u8], value: &[u8], hlc: u64, chunk_len: u16) -> Vec<Vec<u8>> {
         let count = fragment_count(value.len() as u64, chunk_len) as u32;
@@ -204,7 +276,17 @@ mod tests {
     fn offer_all(r: &mut Reassembly, frames: &[Vec<u8>], floor: Option<Version>) -> Vec<Completed> {
         frames
             .iter()
-            .filter_map(|f| r.offer(&Frame::new_checked(&f[..]).unwrap(), floor))
+            .filter_map(|f| {
+                let frame = Frame::new_checked(&f[..]).unwrap();
+                let version = Version {
+                    hlc: frame.hlc(),
+                    origin: frame.origin(),
+                };
+                match frame.kind() {
+                    Kind::Data(d) => r.offer(&d, version, floor),
+                    _ => panic!("not data"),
+                }
+            })
             .collect()
     }
 
@@ -214,7 +296,7 @@ mod tests {
         let mut fs = frames(b"k", &value, 1, 100);
         fs.reverse();
         fs.insert(3, fs[0].clone());
-        let mut r = Reassembly::new(1 << 20);
+        let mut r = Reassembly::new(1 << 20, 1 << 30);
         r.add_waiter(b"k", 1);
         r.add_waiter(b"k", 2);
         let done = offer_all(&mut r, &fs, None);
@@ -226,7 +308,7 @@ mod tests {
 
     #[test]
     fn empty_value_completes_with_one_fragment() {
-        let mut r = Reassembly::new(1 << 20);
+        let mut r = Reassembly::new(1 << 20, 1 << 30);
         r.add_waiter(b"k", 1);
         let done = offer_all(&mut r, &frames(b"k", b"", 1, 100), None);
         assert_eq!(done[0].value.as_ref().unwrap(), b"");
@@ -234,7 +316,7 @@ mod tests {
 
     #[test]
     fn unwanted_keys_and_old_versions_are_ignored() {
-        let mut r = Reassembly::new(1 << 20);
+        let mut r = Reassembly::new(1 << 20, 1 << 30);
         r.add_waiter(b"k", 1);
         assert!(offer_all(&mut r, &frames(b"other", b"x", 1, 100), None).is_empty());
         let floor = Some(Version { hlc: 5, origin: 0 });
@@ -245,7 +327,7 @@ mod tests {
 
     #[test]
     fn interleaved_versions_are_kept_apart() {
-        let mut r = Reassembly::new(1 << 20);
+        let mut r = Reassembly::new(1 << 20, 1 << 30);
         r.add_waiter(b"k", 1);
         let a = frames(b"k", &[1u8; 300], 1, 100);
         let b = frames(b"k", &[2u8; 300], 2, 100);
@@ -262,21 +344,57 @@ mod tests {
 
     #[test]
     fn progress_reports_and_waiters_leave() {
-        let mut r = Reassembly::new(1 << 20);
+        let mut r = Reassembly::new(1 << 20, 1 << 30);
         r.add_waiter(b"k", 1);
         let fs = frames(b"k", &[0u8; 500], 1, 100);
         offer_all(&mut r, &fs[..2], None);
-        assert_eq!(r.progress(b"k"), Some((2, 5)));
-        assert_eq!(r.held_bytes(), 500);
+        assert_eq!(r.progress(b"k"), Progress::Partial { have: 2, need: 5 });
+        assert_eq!(r.held_bytes(), 508);
         r.remove_waiter(b"k", 1);
         assert!(r.is_empty());
     }
 
     #[test]
     fn too_large_values_fail_the_waiters() {
-        let mut r = Reassembly::new(10);
+        let mut r = Reassembly::new(10, 1 << 30);
         r.add_waiter(b"k", 1);
         let done = offer_all(&mut r, &frames(b"k", &[0u8; 11], 1, 100), None);
         assert_eq!(done[0].value, Err(11));
+    }
+
+    #[test]
+    fn memory_stays_within_the_budget() {
+        // Budget for one 1000-byte value (plus its 8-byte bitmap), not two.
+        let mut r = Reassembly::new(1 << 20, 1500);
+        r.add_waiter(b"k", 1);
+        r.add_waiter(b"j", 2);
+        let a = frames(b"k", &[1u8; 1000], 1, 100);
+        let b = frames(b"j", &[2u8; 1000], 1, 100);
+        assert!(offer_all(&mut r, &a[..1], None).is_empty());
+        assert!(offer_all(&mut r, &b, None).is_empty(), "no room for j");
+        assert_eq!(r.held_bytes(), 1008);
+        assert_eq!(r.refused(), 10);
+        assert_eq!(r.progress(b"j"), Progress::NoRoom { value_len: 1000 });
+        let done = offer_all(&mut r, &a[1..], None);
+        assert_eq!(done[0].value.as_ref().unwrap(), &vec![1u8; 1000]);
+        assert_eq!(r.held_bytes(), 0);
+        // Room again: j completes on its next lap.
+        let done = offer_all(&mut r, &b, None);
+        assert_eq!(done[0].waiters, vec![2]);
+        assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn claimed_sizes_of_many_versions_never_exceed_the_budget() {
+        let budget = 10_000;
+        let mut r = Reassembly::new(1 << 30, budget);
+        r.add_waiter(b"k", 1);
+        for hlc in 0..100 {
+            let fs = frames(b"k", &vec![0u8; 3000 + hlc as usize], hlc, 1000);
+            offer_all(&mut r, &fs[..1], None);
+            assert!(r.held_bytes() <= budget);
+        }
+        r.remove_waiter(b"k", 1);
+        assert_eq!(r.held_bytes(), 0);
     }
 }

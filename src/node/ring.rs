@@ -1,4 +1,4 @@
-//! ring: the node's datagram path, one OS thread per role.
+//! node::ring: the node's datagram path, one OS thread per role.
 //!
 //! It owns the node's UDP socket, a fixed pool of [`Batch`]es and the two I/O threads:
 //! `udp-recv` fills batches with recvmmsg and hands them to the processor, `udp-send` sends the
@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::shutdown::Shutdown;
+use crate::daemon::roles::spawn_role;
+use crate::daemon::shutdown::Shutdown;
 use crate::udp::{self, Batch, SocketOptions};
 
 /// Batches in circulation inside one node, each holding up to [`udp::BATCH_SLOTS`] datagrams:
@@ -95,14 +96,14 @@ impl Ring {
         let recv = {
             let free = free_rx.clone();
             let counters = counters.clone();
-            let shutdown = shutdown.clone();
-            spawn("udp-recv", move || {
-                receive(receiver, free, inbound_tx, &counters, &shutdown)
+            let flag = shutdown.clone();
+            spawn_role("udp-recv", shutdown, move || {
+                receive(receiver, free, inbound_tx, &counters, &flag)
             })?
         };
         let send = {
             let counters = counters.clone();
-            spawn("udp-send", move || {
+            spawn_role("udp-send", shutdown, move || {
                 transmit(sender, destination, outbound_rx, free_tx, &counters)
             })?
         };
@@ -125,10 +126,6 @@ impl Ring {
             let _ = thread.join();
         }
     }
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name.into()).spawn(f)
 }
 
 /// `udp-recv`: fill a free batch, hand it over, repeat.

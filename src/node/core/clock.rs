@@ -1,10 +1,9 @@
-//! clock: the hybrid logical clock that versions writes, and the value version it produces.
+//! node::core::clock: the hybrid logical clock that versions writes, and the version it makes.
 //!
 //! It owns the rule that orders writes across nodes: a version is (HLC stamp, node id), compared
-//! in that order, and the last writer wins everywhere. It must not read the network or know
-//! about frames; the processor feeds it the stamps it sees.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! in that order, and the last writer wins everywhere. It has no clock of its own: the caller
+//! passes the wall-clock time with every call (the drivers read the system clock, the simulator
+//! its own). It must not read the network or know about frames.
 
 /// Bits of an HLC stamp that hold the logical counter; the rest are milliseconds since 1970.
 const LOGICAL_BITS: u32 = 16;
@@ -29,29 +28,25 @@ pub struct Hlc {
 }
 
 impl Hlc {
-    /// A stamp for a local event, later than every stamp issued or observed so far.
-    pub fn tick(&mut self) -> u64 {
-        self.last = physical().max(self.last + 1);
+    /// A stamp for a local event at wall-clock time `unix_ms`, later than every stamp issued or
+    /// observed so far.
+    pub fn tick(&mut self, unix_ms: u64) -> u64 {
+        self.last = stamp(unix_ms).max(self.last + 1);
         self.last
     }
 
-    /// Takes note of a stamp seen on the wire.
+    /// Takes note of a stamp seen on the wire at wall-clock time `unix_ms`.
     #[inline]
-    pub fn observe(&mut self, stamp: u64) {
-        if stamp > self.last && stamp >> LOGICAL_BITS <= (physical() >> LOGICAL_BITS) + MAX_AHEAD_MS
-        {
+    pub fn observe(&mut self, stamp: u64, unix_ms: u64) {
+        if stamp > self.last && stamp >> LOGICAL_BITS <= unix_ms.saturating_add(MAX_AHEAD_MS) {
             self.last = stamp;
         }
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch, shifted into HLC position.
-fn physical() -> u64 {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    ms << LOGICAL_BITS
+/// The first stamp of millisecond `unix_ms`.
+pub fn stamp(unix_ms: u64) -> u64 {
+    unix_ms << LOGICAL_BITS
 }
 
 /// Milliseconds since the Unix epoch that a stamp stands for.
@@ -59,53 +54,39 @@ pub fn stamp_millis(stamp: u64) -> u64 {
     stamp >> LOGICAL_BITS
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_millis() -> u64 {
-    physical() >> LOGICAL_BITS
-}
-
-/// A random 64-bit node id from the kernel's generator.
-pub fn random_node_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: writes at most bytes.len() bytes into a buffer we own.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if n != bytes.len() as isize {
-        // getrandom cannot fail for 8 bytes on Linux ≥ 3.17; fall back to time and pid anyway.
-        let seed = physical() ^ u64::from(std::process::id()).rotate_left(32);
-        return seed | 1;
-    }
-    u64::from_be_bytes(bytes) | 1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NOW_MS: u64 = 1_764_000_000_000;
 
     #[test]
     fn ticks_are_strictly_increasing() {
         let mut clock = Hlc::default();
         let mut last = 0;
         for _ in 0..10_000 {
-            let now = clock.tick();
+            let now = clock.tick(NOW_MS);
             assert!(now > last);
             last = now;
         }
+        // A wall clock that steps back does not make stamps go back.
+        assert!(clock.tick(NOW_MS - 1000) > last);
     }
 
     #[test]
     fn observing_a_later_stamp_moves_past_it() {
         let mut clock = Hlc::default();
-        let ahead = clock.tick() + (5_000 << LOGICAL_BITS);
-        clock.observe(ahead);
-        assert!(clock.tick() > ahead);
+        let ahead = clock.tick(NOW_MS) + (5_000 << LOGICAL_BITS);
+        clock.observe(ahead, NOW_MS);
+        assert!(clock.tick(NOW_MS) > ahead);
     }
 
     #[test]
     fn a_stamp_from_the_far_future_is_ignored() {
         let mut clock = Hlc::default();
-        let far = physical() + ((2 * MAX_AHEAD_MS) << LOGICAL_BITS);
-        clock.observe(far);
-        assert!(clock.tick() < far);
+        let far = stamp(NOW_MS + 2 * MAX_AHEAD_MS);
+        clock.observe(far, NOW_MS);
+        assert!(clock.tick(NOW_MS) < far);
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! pending: the table where gRPC calls wait for the processor's answer.
+//! node::pending: the table where gRPC calls wait for the processor's answer.
 //!
 //! A gRPC handler registers a request id here, sends the processor a command and parks its task
 //! (a waker, not a thread) until the processor fills in the answer. The table is the only state
 //! the gRPC threads and the processor share; it holds answers in transit, never protocol state.
-//! It must not block: every critical section is a map lookup.
+//! It has a capacity: past it a new request is refused at once instead of queued. It must not
+//! block: every critical section is a map lookup.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::node::{Answer, RequestId};
+use super::core::{Answer, RequestId};
 
 #[derive(Default)]
 struct Entry {
@@ -22,18 +23,40 @@ struct Entry {
 }
 
 /// Requests that a gRPC call is waiting on, keyed by id.
-#[derive(Default)]
 pub struct Pending {
     next_id: AtomicU64,
     entries: Mutex<HashMap<RequestId, Entry>>,
+    capacity: usize,
+}
+
+/// The table is full: the request was not registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full {
+    /// The table's capacity.
+    pub capacity: usize,
 }
 
 impl Pending {
-    /// Opens a slot for a new request and returns its id.
-    pub fn register(&self) -> RequestId {
+    /// A table for at most `capacity` requests at once.
+    pub fn new(capacity: usize) -> Pending {
+        Pending {
+            next_id: AtomicU64::new(0),
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// Opens a slot for a new request and returns its id, unless `capacity` requests wait.
+    pub fn register(&self) -> Result<RequestId, Full> {
+        let mut entries = self.entries.lock();
+        if entries.len() >= self.capacity {
+            return Err(Full {
+                capacity: self.capacity,
+            });
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.entries.lock().insert(id, Entry::default());
-        id
+        entries.insert(id, Entry::default());
+        Ok(id)
     }
 
     /// Delivers the answer to request `id` and wakes its caller. Returns false when the caller
@@ -128,8 +151,8 @@ mod tests {
 
     #[test]
     fn an_answer_reaches_a_blocked_thread() {
-        let pending = Arc::new(Pending::default());
-        let id = pending.register();
+        let pending = Arc::new(Pending::new(10));
+        let id = pending.register().unwrap();
         let p = pending.clone();
         let answerer = std::thread::spawn(move || assert!(p.complete(id, Answer::Done)));
         let answer = pending.wait(id, Duration::from_secs(10));
@@ -140,13 +163,23 @@ mod tests {
 
     #[test]
     fn a_wait_times_out_and_frees_the_slot() {
-        let pending = Pending::default();
-        let id = pending.register();
+        let pending = Pending::new(10);
+        let id = pending.register().unwrap();
         assert!(pending.wait(id, Duration::from_millis(20)).is_none());
         assert!(pending.is_empty());
         assert!(
             !pending.complete(id, Answer::Done),
             "late answers are dropped"
         );
+    }
+
+    #[test]
+    fn a_full_table_refuses_until_a_slot_frees() {
+        let pending = Pending::new(2);
+        let a = pending.register().unwrap();
+        pending.register().unwrap();
+        assert_eq!(pending.register(), Err(Full { capacity: 2 }));
+        pending.forget(a);
+        pending.register().unwrap();
     }
 }

@@ -1,0 +1,833 @@
+//! node::core: the node's protocol as a state machine, with no I/O of its own.
+//!
+//! It owns every decision a node makes: which received datagram goes on and which is dropped
+//! (superseded, deleted, corrupt, inconsistent), the confirmation and rollback of writes, the
+//! reassembly of values for GETs, the probes that time the loop, the write versions and the
+//! records of recent writes and deletions. Inputs come in as calls — a received datagram
+//! ([`Core::on_datagram`]), a request ([`Core::on_command`]), the passing of time
+//! ([`Core::on_timer`]) — each with the current time ([`Now`]); outputs go out as new frames
+//! written into the caller's buffer ([`Core::poll_transmit`]) and answers
+//! ([`Core::poll_answer`]). It has no sockets, channels, threads or clock: the drivers in
+//! [`crate::node`] and the ring simulator in the tests supply all of that, so the same code runs
+//! under both.
+//!
+//! A forwarded datagram is looked at in place (a checked view, no copy, no allocation): the
+//! caller forwards the very bytes it passed in when [`Core::on_datagram`] says so. Every table
+//! has a limit set by configuration ([`Limits`]); past it requests are refused with
+//! RESOURCE_EXHAUSTED and datagrams are counted, never allocated.
+
+pub mod clock;
+mod probes;
+pub mod reassembly;
+pub mod records;
+mod requests;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+pub use requests::{Answer, Command, DropReason, Failure, FailureKind, RequestId, Stats};
+
+use self::clock::{Hlc, Version};
+use self::probes::Probes;
+use self::reassembly::{Progress, Reassembly};
+use self::records::{Confirm, Geometry, Records};
+use crate::wire::{
+    self, DataFrame, DataRepr, Frame, Kind, ProbeRepr, TombstoneFrame, TombstoneRepr,
+};
+
+/// Foreign probes older than this (or ten of our loop periods) are dropped.
+const PROBE_MAX_AGE: Duration = Duration::from_secs(60);
+/// Tombstones older than this are dropped even if their origin never takes them back.
+const TOMBSTONE_MAX_AGE_MS: u64 = 10 * 60 * 1000;
+
+/// The current time, as the caller knows it: a monotonic clock for periods and deadlines, and
+/// the wall clock for write versions and the age of frames from other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time since an arbitrary origin that never changes for one core.
+    pub mono: Duration,
+    /// Milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+}
+
+/// How much a core may hold; past each limit it refuses instead of allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest value accepted by PUT and reassembled for GET.
+    pub max_value_size: u64,
+    /// Requests held at once: waiting GETs, writes being sent or confirmed, deletes.
+    pub max_requests: usize,
+    /// Bytes of PUT values accepted and not yet all sent.
+    pub max_write_backlog: u64,
+    /// Bytes of values being put back together for GETs.
+    pub max_reassembly: u64,
+    /// Keys whose newest write or deletion is remembered at once.
+    pub max_records: usize,
+}
+
+impl Limits {
+    /// The defaults of `elayday server` (its flag table says the same), for a node whose
+    /// largest value is `max_value_size` bytes.
+    pub fn defaults(max_value_size: u64) -> Limits {
+        Limits {
+            max_value_size,
+            max_requests: 10_000,
+            max_write_backlog: (512 << 20).max(max_value_size),
+            max_reassembly: (512 << 20).max(max_value_size),
+            max_records: 262_144,
+        }
+    }
+}
+
+/// What a core is started with.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// This node's id: the origin of its frames and the tie-breaker of its versions.
+    pub id: u64,
+    /// Largest datagram this node sends or accepts.
+    pub max_datagram: usize,
+    /// Shortest silence of the loop (no probe back) that counts as broken.
+    pub loop_timeout: Duration,
+    /// The next hop, for messages.
+    pub destination: String,
+    /// Memory limits.
+    pub limits: Limits,
+}
+
+struct GetWait {
+    key: Box<[u8]>,
+    probe_seq: u64,
+}
+
+struct PutJob {
+    id: RequestId,
+    key: Box<[u8]>,
+    value: Vec<u8>,
+    version: Version,
+    chunk_len: u16,
+    count: u32,
+    next: u32,
+}
+
+/// A tombstone to emit, and the DELETE to answer once it is on its way.
+struct TombstoneOut {
+    key: Box<[u8]>,
+    hlc: u64,
+    answer: Option<RequestId>,
+}
+
+/// Running totals of data datagrams forwarded; the difference between two probes is what
+/// circulates in the loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub datagrams: u64,
+    pub bytes: u64,
+    pub values: u64,
+}
+
+/// A node's protocol state. See the module documentation.
+pub struct Core {
+    config: CoreConfig,
+    hlc: Hlc,
+    started: Duration,
+    records: Records,
+    reassembly: Reassembly,
+    gets: BTreeMap<RequestId, GetWait>,
+    /// Writes held until the loop is first known to be closed.
+    parked: VecDeque<Command>,
+    puts: VecDeque<PutJob>,
+    /// Keys of writes all sent, waiting for the probe that proves they had time to come back.
+    confirming: Vec<Box<[u8]>>,
+    tombstones: VecDeque<TombstoneOut>,
+    answers: VecDeque<(RequestId, Answer)>,
+    probes: Probes,
+    totals: Totals,
+    forwarded: u64,
+    forwarded_bytes: u64,
+    dropped: [u64; DropReason::ALL.len()],
+    refused: [u64; requests::REFUSALS.len()],
+}
+
+impl Core {
+    /// A core that starts at `now` with nothing known of the loop.
+    pub fn new(config: CoreConfig, now: Now) -> Core {
+        let limits = config.limits;
+        Core {
+            hlc: Hlc::default(),
+            started: now.mono,
+            records: Records::new(limits.max_records),
+            reassembly: Reassembly::new(limits.max_value_size, limits.max_reassembly),
+            gets: BTreeMap::new(),
+            parked: VecDeque::new(),
+            puts: VecDeque::new(),
+            confirming: Vec::new(),
+            tombstones: VecDeque::new(),
+            answers: VecDeque::new(),
+            probes: Probes::new(now.mono),
+            totals: Totals::default(),
+            forwarded: 0,
+            forwarded_bytes: 0,
+            dropped: [0; DropReason::ALL.len()],
+            refused: [0; requests::REFUSALS.len()],
+            config,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.config.id
+    }
+
+    /// Whether probes come back (false before the first one has, and while the loop is broken).
+    pub fn loop_closed(&self) -> bool {
+        self.probes.closed()
+    }
+
+    /// What circulated during the last loop period.
+    pub fn circulating(&self) -> Totals {
+        self.probes.circulating()
+    }
+
+    // ----- datagrams -------------------------------------------------------------------------
+
+    /// Decides the fate of one received datagram: true to forward it unchanged. The hot path:
+    /// no allocation, no copy (but into a value a GET waits for).
+    #[inline]
+    pub fn on_datagram(&mut self, datagram: &[u8], now: Now) -> bool {
+        let keep = self.keep(datagram, now);
+        if keep {
+            self.forwarded += 1;
+            self.forwarded_bytes += datagram.len() as u64;
+        }
+        keep
+    }
+
+    fn drop_for(&mut self, reason: DropReason) -> bool {
+        self.dropped[reason as usize] += 1;
+        false
+    }
+
+    fn keep(&mut self, datagram: &[u8], now: Now) -> bool {
+        let frame = match Frame::new_checked(datagram) {
+            Ok(frame) => frame,
+            Err(error) => return self.drop_for(error.into()),
+        };
+        self.hlc.observe(frame.hlc(), now.unix_ms);
+        let version = Version {
+            hlc: frame.hlc(),
+            origin: frame.origin(),
+        };
+        match frame.kind() {
+            Kind::Probe(probe) => {
+                if frame.origin() != self.config.id {
+                    // Another node's probe: its origin takes it back, unless that node is gone
+                    // (restarted nodes get a new id); then it would go round for ever.
+                    if age_ms(frame.hlc(), now) > self.probe_max_age_ms() {
+                        return self.drop_for(DropReason::Stale);
+                    }
+                    return true;
+                }
+                if let Some(seq) = self.probes.returned(probe.sequence(), now.mono, self.totals)
+                {
+                    self.on_probe_back(seq, now);
+                }
+                false
+            }
+            Kind::Tombstone(tombstone) => self.on_tombstone(version, &tombstone, now),
+            Kind::Data(data) => self.on_data(version, &data, true, datagram.len(), now),
+            Kind::Parity(data) => self.on_data(version, &data, false, datagram.len(), now),
+        }
+    }
+
+    fn on_data(
+        &mut self,
+        version: Version,
+        frame: &DataFrame<'_>,
+        is_data: bool,
+        len: usize,
+        now: Now,
+    ) -> bool {
+        let mut floor = None;
+        if !self.records.is_empty() {
+            if let Some(record) = self.records.get_mut(frame.key()) {
+                if version < record.version || (version == record.version && record.deleted) {
+                    let reason = if record.deleted {
+                        DropReason::Deleted
+                    } else {
+                        DropReason::Superseded
+                    };
+                    return self.drop_for(reason);
+                }
+                if version > record.version {
+                    // A newer write from elsewhere: from now on it is the one to keep.
+                    record.version = version;
+                    record.deleted = false;
+                    record.geometry = None;
+                    if let Some(confirm) = record.confirm.take() {
+                        // Ours was written and then overwritten: last writer wins.
+                        self.answers.push_back((confirm.id, Answer::Done));
+                    }
+                } else if record.geometry.is_some_and(|g| !g.matches(frame)) {
+                    // Our own version with a shape we never wrote: not ours.
+                    return self.drop_for(DropReason::Inconsistent);
+                }
+                floor = Some(record.version);
+                if let Some(confirm) = record.confirm.as_mut() {
+                    if is_data && confirm.mark(frame.fragment_index()) {
+                        let confirm = record.confirm.take().expect("checked");
+                        record.expires = now.mono + self.probes.retention(self.config.loop_timeout);
+                        self.answers.push_back((confirm.id, Answer::Done));
+                    }
+                }
+            }
+        }
+        self.totals.datagrams += 1;
+        self.totals.bytes += len as u64;
+        if is_data && frame.fragment_index() == 0 {
+            self.totals.values += 1;
+        }
+        if is_data && !self.reassembly.is_empty() {
+            if let Some(done) = self.reassembly.offer(frame, version, floor) {
+                self.finish_gets(done.waiters, done.value);
+            }
+        }
+        true
+    }
+
+    fn on_tombstone(&mut self, version: Version, frame: &TombstoneFrame<'_>, now: Now) -> bool {
+        if version.origin == self.config.id {
+            // Back home after a full circuit: every node has seen it.
+            return false;
+        }
+        if age_ms(version.hlc, now) > TOMBSTONE_MAX_AGE_MS {
+            return self.drop_for(DropReason::Stale);
+        }
+        let expires = now.mono + self.probes.retention(self.config.loop_timeout);
+        match self.records.record(frame.key(), version, true, expires) {
+            Ok(Some(confirm)) => self.answers.push_back((confirm.id, Answer::Done)),
+            Ok(None) => {}
+            // Forwarded all the same: the other nodes record it; this one cannot drop the
+            // deleted datagrams as they pass.
+            Err(records::Full) => self.refused[requests::REFUSED_RECORDS] += 1,
+        }
+        true
+    }
+
+    fn finish_gets(&mut self, waiters: Vec<RequestId>, value: Result<Vec<u8>, u64>) {
+        let mut value = Some(value);
+        let last = waiters.len().saturating_sub(1);
+        for (n, id) in waiters.into_iter().enumerate() {
+            self.gets.remove(&id);
+            let result = if n == last {
+                value.take().expect("taken once, by the last waiter")
+            } else {
+                value.as_ref().expect("still here").clone()
+            };
+            let answer = match result {
+                Ok(value) => Answer::Value(value),
+                Err(len) => Answer::Failed(Failure::new(
+                    FailureKind::ResourceExhausted,
+                    format!(
+                        "the value is {len} bytes, more than this node's --max-value-size of {}",
+                        self.config.limits.max_value_size
+                    ),
+                )),
+            };
+            self.answers.push_back((id, answer));
+        }
+    }
+
+    // ----- probes and the loop ---------------------------------------------------------------
+
+    /// Another node's probe older than this has lost its origin.
+    fn probe_max_age_ms(&self) -> u64 {
+        let period = self.probes.period_max().unwrap_or(Duration::ZERO);
+        (period * 10).max(PROBE_MAX_AGE).as_millis() as u64
+    }
+
+    /// Our probe `seq` came back: every datagram sent before it had a full lap to pass.
+    fn on_probe_back(&mut self, seq: u64, now: Now) {
+        self.check_confirmations(seq, now);
+        for command in std::mem::take(&mut self.parked) {
+            self.on_command(command, now);
+        }
+        let done: Vec<RequestId> = self
+            .gets
+            .iter()
+            .filter(|(_, get)| get.probe_seq <= seq)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in done {
+            let get = self.gets.remove(&id).expect("listed above");
+            let progress = self.reassembly.progress(&get.key);
+            self.reassembly.remove_waiter(&get.key, id);
+            let failure = match progress {
+                Progress::Partial { have, need } => Failure::new(
+                    FailureKind::DataLoss,
+                    format!("the value went round incomplete: {have} of {need} datagrams arrived"),
+                ),
+                Progress::NoRoom { value_len } => Failure::new(
+                    FailureKind::ResourceExhausted,
+                    format!(
+                        "no room to reassemble the {value_len}-byte value: this node's \
+                         --max-reassembly of {} bytes is taken by other GETs",
+                        self.reassembly.budget()
+                    ),
+                ),
+                Progress::Nothing => {
+                    Failure::new(FailureKind::NotFound, "key not found in the delay line")
+                }
+            };
+            self.answers.push_back((id, Answer::Failed(failure)));
+        }
+    }
+
+    /// Fails the writes whose datagrams had a full loop to come back and did not all do so,
+    /// and takes what is left of them out of the loop with a tombstone.
+    fn check_confirmations(&mut self, returned_seq: u64, now: Now) {
+        let keys = std::mem::take(&mut self.confirming);
+        for key in keys {
+            let Some(record) = self.records.get_mut(&key) else {
+                continue;
+            };
+            let due = record
+                .confirm
+                .as_ref()
+                .and_then(|c| c.probe_seq)
+                .is_some_and(|seq| seq <= returned_seq);
+            if !due {
+                if record.confirm.is_some() {
+                    self.confirming.push(key);
+                }
+                continue;
+            }
+            let confirm = record.confirm.take().expect("checked");
+            let message = format!(
+                "only {} of the value's {} datagrams came back around the loop (is it over \
+                 capacity or lossy?); the write was rolled back and the key is now absent",
+                confirm.count - confirm.missing,
+                confirm.count
+            );
+            self.answers.push_back((
+                confirm.id,
+                Answer::Failed(Failure::new(FailureKind::DataLoss, message)),
+            ));
+            // The key is in the table already, so the deletion always finds room.
+            self.delete(key, None, now);
+        }
+    }
+
+    /// Time-driven work: loop health and the expiry of records. Call it at
+    /// [`Core::next_deadline`] at the latest, and after any other input.
+    pub fn on_timer(&mut self, now: Now) {
+        if self.probes.check_broken(now.mono, self.config.loop_timeout) {
+            let failure = self.unavailable();
+            log::warn!("{}", failure.message);
+            self.fail_everything(&failure);
+        }
+        let recheck = self.probes.loop_timeout(self.config.loop_timeout);
+        self.records.expire(now.mono, recheck);
+    }
+
+    /// The latest time at which [`Core::on_timer`] or [`Core::poll_transmit`] has work to do.
+    pub fn next_deadline(&self) -> Duration {
+        let mut due = self.probes.next_due();
+        if let Some(at) = self.probes.broken_at(self.config.loop_timeout) {
+            due = due.min(at);
+        }
+        if let Some(at) = self.records.next_expiry() {
+            due = due.min(at);
+        }
+        due
+    }
+
+    fn unavailable(&self) -> Failure {
+        Failure::new(
+            FailureKind::Unavailable,
+            format!(
+                "the delay line is broken: nothing came back from {} for {:?}",
+                self.config.destination,
+                self.probes.loop_timeout(self.config.loop_timeout)
+            ),
+        )
+    }
+
+    /// Fails every request held: waiting GETs, parked and unsent writes, unconfirmed writes.
+    /// Deletions already recorded still send their tombstones.
+    fn fail_everything(&mut self, failure: &Failure) {
+        for (id, get) in std::mem::take(&mut self.gets) {
+            self.reassembly.remove_waiter(&get.key, id);
+            self.answers.push_back((id, Answer::Failed(failure.clone())));
+        }
+        for command in std::mem::take(&mut self.parked) {
+            if let Some(id) = command.id() {
+                self.answers.push_back((id, Answer::Failed(failure.clone())));
+            }
+        }
+        // Writes being sent or waiting for their datagrams to come back cannot be confirmed
+        // over a broken loop.
+        self.puts.clear();
+        for confirm in self.records.take_confirms() {
+            self.answers
+                .push_back((confirm.id, Answer::Failed(failure.clone())));
+        }
+        self.confirming.clear();
+    }
+
+    /// Fails everything held because the node is stopping.
+    pub fn shut_down(&mut self) {
+        let failure = Failure::new(FailureKind::Unavailable, "the node is shutting down");
+        self.fail_everything(&failure);
+        for tombstone in std::mem::take(&mut self.tombstones) {
+            if let Some(id) = tombstone.answer {
+                self.answers.push_back((id, Answer::Failed(failure.clone())));
+            }
+        }
+    }
+
+    // ----- requests --------------------------------------------------------------------------
+
+    /// Requests held now (waiting GETs, writes parked, being sent or confirmed, deletes).
+    pub fn requests_held(&self) -> usize {
+        let deletes = self.tombstones.iter().filter(|t| t.answer.is_some());
+        self.gets.len()
+            + self.parked.len()
+            + self.puts.len()
+            + self.confirming.len()
+            + deletes.count()
+    }
+
+    /// Bytes of PUT values accepted and not yet all sent.
+    pub fn write_backlog(&self) -> u64 {
+        let parked = self.parked.iter().map(|c| match c {
+            Command::Put { value, .. } => value.len() as u64,
+            _ => 0,
+        });
+        let sending = self
+            .puts
+            .iter()
+            .map(|j| (j.value.len() - wire::chunk(j.value.len(), j.next, j.chunk_len).start) as u64);
+        parked.sum::<u64>() + sending.sum::<u64>()
+    }
+
+    fn refuse(&mut self, id: RequestId, refusal: usize, message: String) {
+        self.refused[refusal] += 1;
+        let failure = Failure::new(FailureKind::ResourceExhausted, message);
+        self.answers.push_back((id, Answer::Failed(failure)));
+    }
+
+    /// Takes a request. Its answer comes out of [`Core::poll_answer`], now or later.
+    pub fn on_command(&mut self, command: Command, now: Now) {
+        let id = match command {
+            Command::Stats { id } => {
+                let stats = self.stats(now, IoFigures::default());
+                self.answers.push_back((id, Answer::Stats(Box::new(stats))));
+                return;
+            }
+            Command::Cancel { id } => {
+                if let Some(get) = self.gets.remove(&id) {
+                    self.reassembly.remove_waiter(&get.key, id);
+                }
+                self.parked.retain(|c| c.id() != Some(id));
+                return;
+            }
+            Command::Put { id, .. } | Command::Get { id, .. } | Command::Delete { id, .. } => id,
+        };
+        if self.probes.broken() {
+            let failure = self.unavailable();
+            self.answers.push_back((id, Answer::Failed(failure)));
+            return;
+        }
+        let max = self.config.limits.max_requests;
+        if self.requests_held() >= max {
+            let message = format!(
+                "this node holds {max} requests already (--max-requests); try again later"
+            );
+            return self.refuse(id, requests::REFUSED_REQUESTS, message);
+        }
+        if let Command::Put { value, .. } = &command {
+            let backlog = self.write_backlog();
+            let max = self.config.limits.max_write_backlog;
+            if backlog + value.len() as u64 > max {
+                let message = format!(
+                    "this node has {backlog} bytes of writes still to send; a {}-byte value \
+                     would pass its --max-write-backlog of {max}; try again later",
+                    value.len()
+                );
+                return self.refuse(id, requests::REFUSED_BACKLOG, message);
+            }
+        }
+        match command {
+            Command::Get { id, key } => {
+                if self.records.get(&key).is_some_and(|r| r.deleted) {
+                    let failure = Failure::new(FailureKind::NotFound, "key not found (deleted)");
+                    self.answers.push_back((id, Answer::Failed(failure)));
+                    return;
+                }
+                self.reassembly.add_waiter(&key, id);
+                let probe_seq = self.probes.want();
+                self.gets.insert(
+                    id,
+                    GetWait {
+                        key: key.into(),
+                        probe_seq,
+                    },
+                );
+            }
+            command if !self.probes.ever_closed() => {
+                // Nothing has come back yet: hold writes until the loop is known to be closed.
+                self.parked.push_back(command);
+            }
+            Command::Put { id, key, value } => self.start_put(id, key, value, now),
+            Command::Delete { id, key } => {
+                if !self.records.has_room_for(&key) {
+                    return self.refuse(id, requests::REFUSED_RECORDS, self.records_full());
+                }
+                self.delete(key.into(), Some(id), now);
+            }
+            Command::Stats { .. } | Command::Cancel { .. } => unreachable!("handled above"),
+        }
+    }
+
+    fn records_full(&self) -> String {
+        format!(
+            "this node remembers {} recent writes and deletions already (--max-records); try \
+             again in a loop period or two",
+            self.records.capacity()
+        )
+    }
+
+    /// Deletes every version of `key` older than now: recorded here, announced to the other
+    /// nodes by a tombstone that goes round the loop once. `answer` is the DELETE to answer
+    /// when the tombstone is on its way.
+    fn delete(&mut self, key: Box<[u8]>, answer: Option<RequestId>, now: Now) {
+        let version = Version {
+            hlc: self.hlc.tick(now.unix_ms),
+            origin: self.config.id,
+        };
+        let expires = now.mono + self.probes.retention(self.config.loop_timeout);
+        match self.records.record(&key, version, true, expires) {
+            Ok(Some(confirm)) => self.answers.push_back((confirm.id, Answer::Done)),
+            Ok(None) => {}
+            Err(records::Full) => unreachable!("room was checked"),
+        }
+        self.tombstones.push_back(TombstoneOut {
+            key,
+            hlc: version.hlc,
+            answer,
+        });
+    }
+
+    fn start_put(&mut self, id: RequestId, key: Vec<u8>, value: Vec<u8>, now: Now) {
+        let chunk_len = wire::max_chunk_len(self.config.max_datagram, key.len());
+        let chunk_len = u16::try_from(chunk_len).unwrap_or(u16::MAX);
+        if chunk_len == 0 {
+            let failure = Failure::new(
+                FailureKind::InvalidArgument,
+                format!(
+                    "a {}-byte key leaves no room for data in a {}-byte datagram",
+                    key.len(),
+                    self.config.max_datagram
+                ),
+            );
+            self.answers.push_back((id, Answer::Failed(failure)));
+            return;
+        }
+        let Ok(count) = u32::try_from(wire::fragment_count(value.len() as u64, chunk_len)) else {
+            let failure = Failure::new(
+                FailureKind::InvalidArgument,
+                "the value needs more than 2^32 datagrams",
+            );
+            self.answers.push_back((id, Answer::Failed(failure)));
+            return;
+        };
+        if !self.records.has_room_for(&key) {
+            return self.refuse(id, requests::REFUSED_RECORDS, self.records_full());
+        }
+        let version = Version {
+            hlc: self.hlc.tick(now.unix_ms),
+            origin: self.config.id,
+        };
+        let expires = now.mono + self.probes.retention(self.config.loop_timeout);
+        match self.records.record(&key, version, false, expires) {
+            Ok(Some(confirm)) => self.answers.push_back((confirm.id, Answer::Done)),
+            Ok(None) => {}
+            Err(records::Full) => unreachable!("room was checked"),
+        }
+        let record = self.records.get_mut(&key).expect("just recorded");
+        record.geometry = Some(Geometry {
+            value_len: value.len() as u64,
+            chunk_len,
+            fragment_count: count,
+        });
+        record.confirm = Some(Confirm::new(id, count));
+        self.puts.push_back(PutJob {
+            id,
+            key: key.into(),
+            value,
+            version,
+            chunk_len,
+            count,
+            next: 0,
+        });
+    }
+
+    // ----- output ----------------------------------------------------------------------------
+
+    /// Whether [`Core::poll_transmit`] has a frame to write at `now`.
+    pub fn wants_transmit(&self, now: Now) -> bool {
+        !self.tombstones.is_empty() || !self.puts.is_empty() || self.probes.due(now.mono)
+    }
+
+    /// Writes the next new frame (a probe that is due, a tombstone, a PUT fragment) into `buf`,
+    /// which holds at least `max_datagram` bytes, and returns its length; `None` when nothing
+    /// is waiting. The caller sends it to the next hop. Frames not taken wait here.
+    pub fn poll_transmit(&mut self, buf: &mut [u8], now: Now) -> Option<usize> {
+        if self.probes.due(now.mono) {
+            let repr = ProbeRepr {
+                origin: self.config.id,
+                hlc: self.hlc.tick(now.unix_ms),
+                sequence: self.probes.next_seq(),
+                sent_at_ns: now.mono.saturating_sub(self.started).as_nanos() as u64,
+            };
+            self.probes.sent(now.mono, self.totals);
+            return Some(repr.emit(buf));
+        }
+        if let Some(tombstone) = self.tombstones.pop_front() {
+            let repr = TombstoneRepr {
+                origin: self.config.id,
+                hlc: tombstone.hlc,
+                key: &tombstone.key,
+            };
+            let len = repr.emit(buf);
+            if let Some(id) = tombstone.answer {
+                self.answers.push_back((id, Answer::Done));
+            }
+            return Some(len);
+        }
+        let job = self.puts.front_mut()?;
+        let range = wire::chunk(job.value.len(), job.next, job.chunk_len);
+        let repr = DataRepr {
+            origin: self.config.id,
+            hlc: job.version.hlc,
+            value_len: job.value.len() as u64,
+            fragment_index: job.next,
+            fragment_count: job.count,
+            chunk_len: job.chunk_len,
+            parity_count: 0,
+            key: &job.key,
+            payload: &job.value[range],
+        };
+        let len = repr.emit(buf);
+        job.next += 1;
+        if job.next == job.count {
+            // All sent: the next probe's return proves they have all had time to come back.
+            let job = self.puts.pop_front().expect("front exists");
+            let confirm = self.records.get_mut(&job.key).and_then(|r| {
+                (r.version == job.version)
+                    .then_some(r.confirm.as_mut())
+                    .flatten()
+                    .filter(|c| c.id == job.id)
+            });
+            if let Some(confirm) = confirm {
+                confirm.probe_seq = Some(self.probes.want());
+                self.confirming.push(job.key);
+            }
+        }
+        Some(len)
+    }
+
+    /// The next answer to deliver to its caller.
+    pub fn poll_answer(&mut self) -> Option<(RequestId, Answer)> {
+        self.answers.pop_front()
+    }
+
+    // ----- figures ---------------------------------------------------------------------------
+
+    /// Figures about the loop and the core, with the I/O threads' figures `io`.
+    pub fn stats(&self, now: Now, io: IoFigures) -> Stats {
+        let c = self.probes.circulating();
+        let dropped = DropReason::ALL
+            .iter()
+            .map(|&r| {
+                let outside = match r {
+                    DropReason::Truncated => io.truncated,
+                    DropReason::Kernel => io.kernel_drops,
+                    DropReason::SendFailed => io.send_failed,
+                    _ => 0,
+                };
+                (r.as_str(), self.dropped[r as usize] + outside)
+            })
+            .collect();
+        let refused = requests::REFUSALS
+            .iter()
+            .copied()
+            .zip(self.refused)
+            .chain([("reassembly_full", self.reassembly.refused())])
+            .collect();
+        Stats {
+            node_id: self.config.id,
+            loop_closed: self.probes.closed(),
+            period_last: self.probes.period_last(),
+            period_min: self.probes.period_min(),
+            period_max: self.probes.period_max(),
+            circulating_datagrams: c.datagrams,
+            circulating_bytes: c.bytes,
+            circulating_values: c.values,
+            received: io.received,
+            forwarded: self.forwarded,
+            forwarded_bytes: self.forwarded_bytes,
+            dropped,
+            refused,
+            uptime: now.mono.saturating_sub(self.started),
+            pending_requests: io.pending_requests.max(self.requests_held() as u64),
+            records: self.records.len() as u64,
+            reassembly_bytes: self.reassembly.held_bytes(),
+            write_backlog_bytes: self.write_backlog(),
+        }
+    }
+
+    /// Datagrams dropped for `reason` so far.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize]
+    }
+
+    /// Memory the core holds in its bounded tables, for checking against [`Limits`].
+    pub fn usage(&self) -> Usage {
+        Usage {
+            requests: self.requests_held(),
+            write_backlog: self.write_backlog(),
+            reassembly: self.reassembly.held_bytes(),
+            records: self.records.len(),
+            probes: self.probes.outstanding(),
+            answers: self.answers.len(),
+        }
+    }
+}
+
+/// Figures of the I/O threads, for [`Core::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoFigures {
+    pub received: u64,
+    pub truncated: u64,
+    pub kernel_drops: u64,
+    pub send_failed: u64,
+    /// Requests waiting in the API's table.
+    pub pending_requests: u64,
+}
+
+/// What a core holds now, table by table (see [`Core::usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub requests: usize,
+    pub write_backlog: u64,
+    pub reassembly: u64,
+    pub records: usize,
+    pub probes: usize,
+    pub answers: usize,
+}
+
+/// How old a frame's HLC stamp is at `now`, in milliseconds of wall-clock time.
+fn age_ms(stamp: u64, now: Now) -> u64 {
+    now.unix_ms.saturating_sub(clock::stamp_millis(stamp))
+}
