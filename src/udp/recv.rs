@@ -155,7 +155,8 @@ pub struct Receiver {
 
 impl Receiver {
     /// Receives from `socket` into batches of `slot_size`-byte slots, with GRO when the kernel
-    /// has it. Enables `SO_RXQ_OVFL` (as [`bind`](super::bind) does) in case the socket was made elsewhere.
+    /// has it. Enables `SO_RXQ_OVFL` (as [`bind`](super::bind) does) in case the socket was made
+    /// elsewhere.
     pub fn new(socket: UdpSocket, slot_size: usize) -> Receiver {
         let gro = match enable_gro(socket.as_raw_fd()) {
             Ok(()) => true,
@@ -231,8 +232,8 @@ impl Receiver {
 
     /// Receives what is queued, without blocking and without a batch: calls
     /// `each(source, datagram)` for every datagram in arrival order, `source` being the raw
-    /// address it came from (for [`Outgoing::dest`](super::Outgoing::dest)). Datagrams larger than the slot size are
-    /// counted as `truncated` instead.
+    /// address it came from (for [`Outgoing::dest`](super::Outgoing::dest)). Datagrams larger
+    /// than the slot size are counted as `truncated` instead.
     pub fn recv_each_nonblocking(
         &mut self,
         mut each: impl FnMut(&[u8], &[u8]),

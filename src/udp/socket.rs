@@ -74,8 +74,8 @@ impl BoundSocket {
 ///
 /// Tries `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` (root or `CAP_NET_ADMIN`) and falls back to
 /// `SO_RCVBUF`/`SO_SNDBUF`, which the kernel caps at `net.core.rmem_max`/`wmem_max`. Enables
-/// `SO_RXQ_OVFL` so that [`Receiver::recv`](super::Receiver::recv) can report the kernel's drops. Errors are the plain
-/// OS errors; [`bind_failed`] words one for a user.
+/// `SO_RXQ_OVFL` so that [`Receiver::recv`](super::Receiver::recv) can report the kernel's
+/// drops. Errors are the plain OS errors; [`bind_failed`] words one for a user.
 pub fn bind(addr: SocketAddr, options: &SocketOptions) -> io::Result<BoundSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     let fd = socket.as_raw_fd();
