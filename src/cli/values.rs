@@ -96,8 +96,8 @@ pub fn resolve(
             "{source}: '{port}' in '{text}' is not a port number"
         ))
     })?;
-    let addrs = lookup(host, port)
-        .map_err(|e| usage(format!("{source}: cannot resolve '{host}': {e}")))?;
+    let addrs =
+        lookup(host, port).map_err(|e| usage(format!("{source}: cannot resolve '{host}': {e}")))?;
     addrs
         .iter()
         .find_map(|&a| same_family(a, bind))
