@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use elayday::daemon::Shutdown;
 use elayday::reflector::{Reflector, ReflectorConfig, ReflectorStats};
-use elayday::shutdown::Shutdown;
 use elayday::udp::{self, Batch, Receiver, Sender, SocketOptions, BATCH_SLOTS};
 
 const BUFFERS: SocketOptions = SocketOptions {

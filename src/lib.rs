@@ -31,11 +31,6 @@ pub mod reflector;
 pub mod udp;
 pub mod wire;
 
-/// The shutdown flag's former path, [`daemon::shutdown`], kept so that `crate::shutdown::Shutdown`
-/// still names it.
-#[doc(hidden)]
-pub use daemon::shutdown;
-
 /// Code generated from `proto/` by `build.rs`.
 pub mod proto {
     #![allow(clippy::all, missing_docs, unused_qualifications)]
