@@ -377,6 +377,24 @@ pub fn render(stats: &Stats) -> String {
             stats.circulating_values,
         ),
         (
+            "elayday_records",
+            "gauge",
+            "Records of recent writes and deletions held (limit: --max-records).",
+            stats.records,
+        ),
+        (
+            "elayday_reassembly_bytes",
+            "gauge",
+            "Bytes held for values being reassembled for GETs (limit: --max-reassembly).",
+            stats.reassembly_bytes,
+        ),
+        (
+            "elayday_write_backlog_bytes",
+            "gauge",
+            "Bytes of PUT values accepted and not yet sent (limit: --max-write-backlog).",
+            stats.write_backlog_bytes,
+        ),
+        (
             "elayday_datagrams_received_total",
             "counter",
             "Datagrams received from the previous hop.",
@@ -408,6 +426,17 @@ pub fn render(stats: &Stats) -> String {
         "counter",
         "Datagrams dropped, by reason.",
         &dropped,
+    );
+    let refused: Vec<(String, String)> = stats
+        .refused
+        .iter()
+        .map(|(limit, n)| (format!("{{limit=\"{}\"}}", escape(limit)), n.to_string()))
+        .collect();
+    family(
+        "elayday_refused_total",
+        "counter",
+        "Requests refused and datagrams not kept for want of room, by limit.",
+        &refused,
     );
     family(
         "elayday_uptime_seconds",

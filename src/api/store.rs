@@ -265,6 +265,14 @@ fn stats_response(stats: &Stats) -> GetStatsResponse {
         version: env!("CARGO_PKG_VERSION").to_string(),
         node_id: stats.node_id,
         pending_requests: stats.pending_requests,
+        refused: stats
+            .refused
+            .iter()
+            .map(|&(k, v)| (k.to_string(), v))
+            .collect(),
+        records: stats.records,
+        reassembly_bytes: stats.reassembly_bytes,
+        write_backlog_bytes: stats.write_backlog_bytes,
         ..Default::default()
     }
 }

@@ -312,6 +312,17 @@ fn format_stats(s: &GetStatsResponse, target: &str) -> String {
             micros(s.loop_period_max_us)
         )
     };
+    let mut refused: Vec<(&String, &u64)> = s.refused.iter().filter(|(_, &n)| n > 0).collect();
+    refused.sort();
+    let refused = if refused.is_empty() {
+        "none".to_string()
+    } else {
+        refused
+            .iter()
+            .map(|(limit, n)| format!("{n} {limit}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let others = s.pending_requests.saturating_sub(1);
     format!(
         "node          {:016x} at {target}, elayday {}, up {}\n\
@@ -321,6 +332,8 @@ fn format_stats(s: &GetStatsResponse, target: &str) -> String {
          received      {} datagrams\n\
          forwarded     {} datagrams, {}\n\
          dropped       {dropped}\n\
+         refused       {refused}\n\
+         holding       {} records, {} reassembling, {} of writes to send\n\
          pending       {others} other request{}\n",
         s.node_id,
         s.version,
@@ -336,6 +349,9 @@ fn format_stats(s: &GetStatsResponse, target: &str) -> String {
         s.datagrams_received,
         s.datagrams_forwarded,
         size(s.bytes_forwarded as usize),
+        s.records,
+        size(s.reassembly_bytes as usize),
+        size(s.write_backlog_bytes as usize),
         if others == 1 { "" } else { "s" },
     )
 }
