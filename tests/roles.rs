@@ -62,16 +62,18 @@ fn a_reflector_whose_thread_dies_exits() {
 }
 
 #[test]
-fn a_node_whose_metrics_thread_dies_exits() {
-    let metrics = free_tcp("127.0.0.1").to_string();
-    let process = Process::server(
-        free_udp("127.0.0.1"),
-        free_udp("127.0.0.1"),
-        free_tcp("127.0.0.1"),
-        &["--bind-metrics", &metrics],
-        &[(PANIC_VAR, "metrics")],
-    );
-    assert_died_of(process, "metrics");
+fn a_node_whose_thread_dies_exits() {
+    for role in ["udp-recv", "udp-send", "processor", "metrics"] {
+        let metrics = free_tcp("127.0.0.1").to_string();
+        let process = Process::server(
+            free_udp("127.0.0.1"),
+            free_udp("127.0.0.1"),
+            free_tcp("127.0.0.1"),
+            &["--bind-metrics", &metrics],
+            &[(PANIC_VAR, role)],
+        );
+        assert_died_of(process, role);
+    }
 }
 
 #[test]
