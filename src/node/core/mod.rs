@@ -17,15 +17,21 @@
 //! RESOURCE_EXHAUSTED and datagrams are counted, never allocated.
 
 pub mod clock;
+mod config;
 mod probes;
 pub mod reassembly;
 pub mod records;
 mod requests;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-pub use requests::{Answer, Command, DropReason, Failure, FailureKind, RequestId, Stats};
+pub use config::{CoreConfig, Limits, Now};
+pub use requests::{
+    Answer, Command, DropReason, Failure, FailureKind, IoFigures, RequestId, Stats, Usage,
+};
 
 use self::clock::{Hlc, Version};
 use self::probes::Probes;
@@ -39,60 +45,6 @@ use crate::wire::{
 const PROBE_MAX_AGE: Duration = Duration::from_secs(60);
 /// Tombstones older than this are dropped even if their origin never takes them back.
 const TOMBSTONE_MAX_AGE_MS: u64 = 10 * 60 * 1000;
-
-/// The current time, as the caller knows it: a monotonic clock for periods and deadlines, and
-/// the wall clock for write versions and the age of frames from other nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
-    /// Monotonic time since an arbitrary origin that never changes for one core.
-    pub mono: Duration,
-    /// Milliseconds since the Unix epoch.
-    pub unix_ms: u64,
-}
-
-/// How much a core may hold; past each limit it refuses instead of allocating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest value accepted by PUT and reassembled for GET.
-    pub max_value_size: u64,
-    /// Requests held at once: waiting GETs, writes being sent or confirmed, deletes.
-    pub max_requests: usize,
-    /// Bytes of PUT values accepted and not yet all sent.
-    pub max_write_backlog: u64,
-    /// Bytes of values being put back together for GETs.
-    pub max_reassembly: u64,
-    /// Keys whose newest write or deletion is remembered at once.
-    pub max_records: usize,
-}
-
-impl Limits {
-    /// The defaults of `elayday server` (its flag table says the same), for a node whose
-    /// largest value is `max_value_size` bytes.
-    pub fn defaults(max_value_size: u64) -> Limits {
-        Limits {
-            max_value_size,
-            max_requests: 10_000,
-            max_write_backlog: (512 << 20).max(max_value_size),
-            max_reassembly: (512 << 20).max(max_value_size),
-            max_records: 262_144,
-        }
-    }
-}
-
-/// What a core is started with.
-#[derive(Debug, Clone)]
-pub struct CoreConfig {
-    /// This node's id: the origin of its frames and the tie-breaker of its versions.
-    pub id: u64,
-    /// Largest datagram this node sends or accepts.
-    pub max_datagram: usize,
-    /// Shortest silence of the loop (no probe back) that counts as broken.
-    pub loop_timeout: Duration,
-    /// The next hop, for messages.
-    pub destination: String,
-    /// Memory limits.
-    pub limits: Limits,
-}
 
 struct GetWait {
     key: Box<[u8]>,
@@ -227,7 +179,9 @@ impl Core {
                     }
                     return true;
                 }
-                if let Some(seq) = self.probes.returned(probe.sequence(), now.mono, self.totals)
+                if let Some(seq) = self
+                    .probes
+                    .returned(probe.sequence(), now.mono, self.totals)
                 {
                     self.on_probe_back(seq, now);
                 }
@@ -457,11 +411,13 @@ impl Core {
     fn fail_everything(&mut self, failure: &Failure) {
         for (id, get) in std::mem::take(&mut self.gets) {
             self.reassembly.remove_waiter(&get.key, id);
-            self.answers.push_back((id, Answer::Failed(failure.clone())));
+            self.answers
+                .push_back((id, Answer::Failed(failure.clone())));
         }
         for command in std::mem::take(&mut self.parked) {
             if let Some(id) = command.id() {
-                self.answers.push_back((id, Answer::Failed(failure.clone())));
+                self.answers
+                    .push_back((id, Answer::Failed(failure.clone())));
             }
         }
         // Writes being sent or waiting for their datagrams to come back cannot be confirmed
@@ -480,7 +436,8 @@ impl Core {
         self.fail_everything(&failure);
         for tombstone in std::mem::take(&mut self.tombstones) {
             if let Some(id) = tombstone.answer {
-                self.answers.push_back((id, Answer::Failed(failure.clone())));
+                self.answers
+                    .push_back((id, Answer::Failed(failure.clone())));
             }
         }
     }
@@ -503,10 +460,9 @@ impl Core {
             Command::Put { value, .. } => value.len() as u64,
             _ => 0,
         });
-        let sending = self
-            .puts
-            .iter()
-            .map(|j| (j.value.len() - wire::chunk(j.value.len(), j.next, j.chunk_len).start) as u64);
+        let sending = self.puts.iter().map(|j| {
+            (j.value.len() - wire::chunk(j.value.len(), j.next, j.chunk_len).start) as u64
+        });
         parked.sum::<u64>() + sending.sum::<u64>()
     }
 
@@ -540,9 +496,8 @@ impl Core {
         }
         let max = self.config.limits.max_requests;
         if self.requests_held() >= max {
-            let message = format!(
-                "this node holds {max} requests already (--max-requests); try again later"
-            );
+            let message =
+                format!("this node holds {max} requests already (--max-requests); try again later");
             return self.refuse(id, requests::REFUSED_REQUESTS, message);
         }
         if let Command::Put { value, .. } = &command {
@@ -597,6 +552,25 @@ impl Core {
         )
     }
 
+    /// A failure if `key` has a version newer than `ours` in the loop: one stamped by a node
+    /// whose clock is more than the clock's tolerance ahead of this one's. A write now would
+    /// lose to it.
+    fn ahead_of_us(&self, key: &[u8], ours: Version) -> Option<Failure> {
+        let theirs = self.records.get(key)?.version;
+        (theirs > ours).then(|| {
+            let ahead =
+                clock::stamp_millis(theirs.hlc).saturating_sub(clock::stamp_millis(ours.hlc));
+            Failure::new(
+                FailureKind::Unavailable,
+                format!(
+                    "the key has a newer version in the loop, stamped {ahead} ms ahead of this \
+                     node's clock by node {:016x}: fix that node's clock, then write again",
+                    theirs.origin
+                ),
+            )
+        })
+    }
+
     /// Deletes every version of `key` older than now: recorded here, announced to the other
     /// nodes by a tombstone that goes round the loop once. `answer` is the DELETE to answer
     /// when the tombstone is on its way.
@@ -605,6 +579,12 @@ impl Core {
             hlc: self.hlc.tick(now.unix_ms),
             origin: self.config.id,
         };
+        if let Some(failure) = self.ahead_of_us(&key, version) {
+            if let Some(id) = answer {
+                self.answers.push_back((id, Answer::Failed(failure)));
+            }
+            return;
+        }
         let expires = now.mono + self.probes.retention(self.config.loop_timeout);
         match self.records.record(&key, version, true, expires) {
             Ok(Some(confirm)) => self.answers.push_back((confirm.id, Answer::Done)),
@@ -648,6 +628,10 @@ impl Core {
             hlc: self.hlc.tick(now.unix_ms),
             origin: self.config.id,
         };
+        if let Some(failure) = self.ahead_of_us(&key, version) {
+            self.answers.push_back((id, Answer::Failed(failure)));
+            return;
+        }
         let expires = now.mono + self.probes.retention(self.config.loop_timeout);
         match self.records.record(&key, version, false, expires) {
             Ok(Some(confirm)) => self.answers.push_back((confirm.id, Answer::Done)),
@@ -803,28 +787,6 @@ impl Core {
             answers: self.answers.len(),
         }
     }
-}
-
-/// Figures of the I/O threads, for [`Core::stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IoFigures {
-    pub received: u64,
-    pub truncated: u64,
-    pub kernel_drops: u64,
-    pub send_failed: u64,
-    /// Requests waiting in the API's table.
-    pub pending_requests: u64,
-}
-
-/// What a core holds now, table by table (see [`Core::usage`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    pub requests: usize,
-    pub write_backlog: u64,
-    pub reassembly: u64,
-    pub records: usize,
-    pub probes: usize,
-    pub answers: usize,
 }
 
 /// How old a frame's HLC stamp is at `now`, in milliseconds of wall-clock time.

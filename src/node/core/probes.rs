@@ -74,7 +74,9 @@ impl Probes {
     /// When the next probe is due.
     pub fn next_due(&self) -> Duration {
         if self.wanted {
-            let spaced = self.last_sent_at.map_or(Duration::ZERO, |at| at + self.spacing());
+            let spaced = self
+                .last_sent_at
+                .map_or(Duration::ZERO, |at| at + self.spacing());
             self.next_at.min(spaced)
         } else {
             self.next_at
@@ -184,7 +186,8 @@ impl Probes {
         if self.broken {
             return None;
         }
-        self.silent_since.map(|since| since + self.loop_timeout(floor))
+        self.silent_since
+            .map(|since| since + self.loop_timeout(floor))
     }
 
     /// The silence that breaks the loop: three periods, and never less than `floor`.

@@ -253,7 +253,8 @@ mod tests {
     fn records_expire_once_and_keep_one_expiry_entry() {
         let mut r = Records::new(10);
         for i in 0..100 {
-            r.record(b"k", v(i), i % 2 == 0, S * (i as u32 + 1)).unwrap();
+            r.record(b"k", v(i), i % 2 == 0, S * (i as u32 + 1))
+                .unwrap();
         }
         assert_eq!(r.expiry.len(), 1);
         r.expire(S * 50, S);

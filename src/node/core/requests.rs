@@ -197,6 +197,28 @@ pub struct Stats {
     pub write_backlog_bytes: u64,
 }
 
+/// Figures of the I/O threads, for [`Core::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoFigures {
+    pub received: u64,
+    pub truncated: u64,
+    pub kernel_drops: u64,
+    pub send_failed: u64,
+    /// Requests waiting in the API's table.
+    pub pending_requests: u64,
+}
+
+/// What a core holds now, table by table (see [`Core::usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub requests: usize,
+    pub write_backlog: u64,
+    pub reassembly: u64,
+    pub records: usize,
+    pub probes: usize,
+    pub answers: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

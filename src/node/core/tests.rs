@@ -1,0 +1,366 @@
+//! The core on its own: one node closed by a perfect 10 ms reflector, driven by hand. The ring
+//! simulator (`tests/sim`) covers whole rings under faults; these pin single behaviours.
+
+use std::time::Duration;
+
+use super::*;
+use crate::wire::{self, DataRepr, Frame, Kind};
+
+const MAX_DATAGRAM: usize = 200;
+const LAP: Duration = Duration::from_millis(10);
+
+struct Loop {
+    core: Core,
+    now: Now,
+    /// Datagrams on their way back, with their arrival times.
+    flight: Vec<(Duration, Vec<u8>)>,
+    answers: Vec<(RequestId, Answer)>,
+    next_id: RequestId,
+}
+
+impl Loop {
+    fn new(limits: Limits) -> Loop {
+        let now = Now {
+            mono: Duration::from_secs(5),
+            unix_ms: 1_764_000_000_000,
+        };
+        let config = CoreConfig {
+            id: 1,
+            max_datagram: MAX_DATAGRAM,
+            loop_timeout: Duration::from_millis(200),
+            destination: "reflector".into(),
+            limits,
+        };
+        let mut l = Loop {
+            core: Core::new(config, now),
+            now,
+            flight: Vec::new(),
+            answers: Vec::new(),
+            next_id: 0,
+        };
+        l.run(LAP * 3);
+        assert!(l.core.loop_closed());
+        l
+    }
+
+    /// Runs the loop for `time`, in 1 ms steps.
+    fn run(&mut self, time: Duration) {
+        let end = self.now.mono + time;
+        let mut buf = vec![0; MAX_DATAGRAM];
+        while self.now.mono < end {
+            self.now.mono += Duration::from_millis(1);
+            self.now.unix_ms += 1;
+            let now = self.now;
+            let (due, later): (Vec<_>, Vec<_>) =
+                self.flight.drain(..).partition(|(at, _)| *at <= now.mono);
+            self.flight = later;
+            for (_, d) in due {
+                if self.core.on_datagram(&d, now) {
+                    self.flight.push((now.mono + LAP, d));
+                }
+            }
+            self.core.on_timer(now);
+            while let Some(len) = self.core.poll_transmit(&mut buf, now) {
+                self.flight.push((now.mono + LAP, buf[..len].to_vec()));
+            }
+            while let Some(answer) = self.core.poll_answer() {
+                self.answers.push(answer);
+            }
+        }
+    }
+
+    fn request(&mut self, make: impl FnOnce(RequestId) -> Command) -> Answer {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.core.on_command(make(id), self.now);
+        for _ in 0..100 {
+            if let Some(i) = self.answers.iter().position(|(a, _)| *a == id) {
+                return self.answers.remove(i).1;
+            }
+            self.run(Duration::from_millis(5));
+        }
+        panic!("request {id} not answered in 500 ms");
+    }
+
+    fn put(&mut self, key: &str, value: &[u8]) -> Answer {
+        let (key, value) = (key.as_bytes().to_vec(), value.to_vec());
+        self.request(|id| Command::Put { id, key, value })
+    }
+
+    fn get(&mut self, key: &str) -> Answer {
+        let key = key.as_bytes().to_vec();
+        self.request(|id| Command::Get { id, key })
+    }
+
+    fn delete(&mut self, key: &str) -> Answer {
+        let key = key.as_bytes().to_vec();
+        self.request(|id| Command::Delete { id, key })
+    }
+}
+
+fn limits() -> Limits {
+    Limits::defaults(1 << 20)
+}
+
+fn failed(answer: Answer) -> Failure {
+    match answer {
+        Answer::Failed(f) => f,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+fn value(answer: Answer) -> Vec<u8> {
+    match answer {
+        Answer::Value(v) => v,
+        other => panic!("expected a value, got {other:?}"),
+    }
+}
+
+#[test]
+fn put_get_overwrite_delete() {
+    let mut l = Loop::new(limits());
+    let v1: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+    assert!(matches!(l.put("k", &v1), Answer::Done));
+    assert_eq!(value(l.get("k")), v1);
+    assert!(matches!(l.put("k", b"second"), Answer::Done));
+    assert_eq!(value(l.get("k")), b"second");
+    assert!(matches!(l.delete("k"), Answer::Done));
+    assert_eq!(failed(l.get("k")).kind, FailureKind::NotFound);
+    l.run(LAP * 10);
+    assert!(l
+        .flight
+        .iter()
+        .all(|(_, d)| { matches!(Frame::new_checked(&d[..]).unwrap().kind(), Kind::Probe(_)) }));
+    assert_eq!(failed(l.get("missing")).kind, FailureKind::NotFound);
+}
+
+/// The crafted datagram of issue 6: our own key and version, a larger fragment count and index.
+#[test]
+fn a_forged_fragment_of_a_write_being_confirmed_is_dropped() {
+    let mut l = Loop::new(limits());
+    l.next_id += 1;
+    let id = l.next_id;
+    let value = vec![7u8; 1000];
+    l.core.on_command(
+        Command::Put {
+            id,
+            key: b"k".to_vec(),
+            value: value.clone(),
+        },
+        l.now,
+    );
+    l.run(Duration::from_millis(2));
+    let real = l.flight[0].1.clone();
+    let frame = Frame::new_checked(&real[..]).unwrap();
+    let forged = DataRepr {
+        origin: frame.origin(),
+        hlc: frame.hlc(),
+        value_len: 1_000_000,
+        fragment_index: 9000,
+        fragment_count: 1_000_000 / 10,
+        chunk_len: 10,
+        parity_count: 0,
+        key: b"k",
+        payload: &[0; 10],
+    };
+    let mut buf = vec![0; forged.buffer_len()];
+    forged.emit(&mut buf);
+    assert!(!l.core.on_datagram(&buf, l.now));
+    assert_eq!(l.core.dropped(DropReason::Inconsistent), 1);
+    l.run(LAP * 3);
+    assert!(l
+        .answers
+        .iter()
+        .any(|(a, ans)| *a == id && matches!(ans, Answer::Done)));
+    assert_eq!(value_of(&mut l, "k"), value);
+}
+
+fn value_of(l: &mut Loop, key: &str) -> Vec<u8> {
+    value(l.get(key))
+}
+
+#[test]
+fn a_write_that_does_not_come_back_is_rolled_back_without_waiting_for_anything() {
+    let mut l = Loop::new(limits());
+    l.next_id += 1;
+    let id = l.next_id;
+    l.core.on_command(
+        Command::Put {
+            id,
+            key: b"k".to_vec(),
+            value: vec![1; 2000],
+        },
+        l.now,
+    );
+    l.run(Duration::from_millis(1));
+    // Lose one fragment of the write.
+    let lost = l
+        .flight
+        .iter()
+        .position(|(_, d)| matches!(Frame::new_checked(&d[..]).unwrap().kind(), Kind::Data(_)))
+        .unwrap();
+    l.flight.remove(lost);
+    l.run(LAP * 4);
+    let answer = l.answers.iter().position(|(a, _)| *a == id).unwrap();
+    let failure = failed(l.answers.remove(answer).1);
+    assert_eq!(failure.kind, FailureKind::DataLoss);
+    assert!(
+        failure.message.contains("rolled back"),
+        "{}",
+        failure.message
+    );
+    l.run(LAP * 2);
+    assert_eq!(failed(l.get("k")).kind, FailureKind::NotFound);
+}
+
+#[test]
+fn every_limit_refuses_with_resource_exhausted() {
+    let mut small = limits();
+    small.max_records = 2;
+    let mut l = Loop::new(small);
+    assert!(matches!(l.put("a", b"1"), Answer::Done));
+    assert!(matches!(l.put("b", b"2"), Answer::Done));
+    let f = failed(l.put("c", b"3"));
+    assert_eq!(f.kind, FailureKind::ResourceExhausted);
+    assert!(f.message.contains("--max-records"), "{}", f.message);
+    assert!(
+        matches!(l.put("a", b"again"), Answer::Done),
+        "a known key has room"
+    );
+
+    let mut small = limits();
+    small.max_write_backlog = 4000;
+    let mut l = Loop::new(small);
+    l.core.on_command(
+        Command::Put {
+            id: 100,
+            key: b"big".to_vec(),
+            value: vec![0; 3000],
+        },
+        l.now,
+    );
+    let f = failed(l.put("more", &[0; 3000]));
+    assert_eq!(f.kind, FailureKind::ResourceExhausted);
+    assert!(f.message.contains("--max-write-backlog"), "{}", f.message);
+
+    let mut small = limits();
+    small.max_requests = 1;
+    let mut l = Loop::new(small);
+    l.core.on_command(
+        Command::Get {
+            id: 100,
+            key: b"x".to_vec(),
+        },
+        l.now,
+    );
+    let f = failed(l.get("y"));
+    assert_eq!(f.kind, FailureKind::ResourceExhausted);
+    assert!(f.message.contains("--max-requests"), "{}", f.message);
+    assert_eq!(
+        l.core.stats(l.now, IoFigures::default()).refused[0],
+        ("requests_full", 1)
+    );
+}
+
+#[test]
+fn a_get_whose_value_finds_no_room_says_so() {
+    let mut small = limits();
+    small.max_reassembly = 1000;
+    small.max_value_size = 1000;
+    let mut l = Loop::new(small);
+    assert!(matches!(l.put("k", &[5; 900]), Answer::Done));
+    // A GET of j holds 908 bytes: the first fragment of a 900-byte version went by.
+    l.core.on_command(
+        Command::Get {
+            id: 100,
+            key: b"j".to_vec(),
+        },
+        l.now,
+    );
+    let first = DataRepr {
+        origin: 99,
+        hlc: clock::stamp(l.now.unix_ms),
+        value_len: 900,
+        fragment_index: 0,
+        fragment_count: 9,
+        chunk_len: 100,
+        parity_count: 0,
+        key: b"j",
+        payload: &[6; 100],
+    };
+    let mut buf = vec![0; first.buffer_len()];
+    first.emit(&mut buf);
+    assert!(l.core.on_datagram(&buf, l.now));
+    assert_eq!(l.core.usage().reassembly, 908);
+    let f = failed(l.get("k"));
+    assert_eq!(f.kind, FailureKind::ResourceExhausted, "{}", f.message);
+    assert!(f.message.contains("--max-reassembly"), "{}", f.message);
+    assert!(l.core.usage().reassembly <= 1000);
+    let refused = l.core.stats(l.now, IoFigures::default()).refused;
+    let fragments = wire::fragment_count(900, wire::max_chunk_len(MAX_DATAGRAM, 1) as u16);
+    assert!(
+        refused.contains(&("reassembly_full", fragments)),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_key_stamped_by_a_clock_far_ahead_refuses_writes_with_a_reason() {
+    let mut l = Loop::new(limits());
+    let ahead = clock::stamp(l.now.unix_ms + 2 * 60 * 60 * 1000);
+    let repr = DataRepr {
+        origin: 99,
+        hlc: ahead,
+        value_len: 1,
+        fragment_index: 0,
+        fragment_count: 1,
+        chunk_len: 100,
+        parity_count: 0,
+        key: b"k",
+        payload: b"x",
+    };
+    let mut buf = vec![0; repr.buffer_len()];
+    repr.emit(&mut buf);
+    assert!(matches!(l.put("k", b"ours"), Answer::Done));
+    assert!(
+        l.core.on_datagram(&buf, l.now),
+        "a newer version from elsewhere"
+    );
+    let f = failed(l.put("k", b"again"));
+    assert_eq!(f.kind, FailureKind::Unavailable);
+    assert!(f.message.contains("ms ahead"), "{}", f.message);
+}
+
+#[test]
+fn a_broken_loop_fails_what_waits_and_heals() {
+    let mut l = Loop::new(limits());
+    l.next_id += 1;
+    let id = l.next_id;
+    l.core.on_command(
+        Command::Get {
+            id,
+            key: b"k".to_vec(),
+        },
+        l.now,
+    );
+    // The reflector goes away: nothing comes back.
+    let until = l.now.mono + Duration::from_millis(400);
+    let mut buf = vec![0; MAX_DATAGRAM];
+    while l.now.mono < until {
+        l.now.mono += Duration::from_millis(1);
+        l.now.unix_ms += 1;
+        l.core.on_timer(l.now);
+        while l.core.poll_transmit(&mut buf, l.now).is_some() {}
+        while let Some(a) = l.core.poll_answer() {
+            l.answers.push(a);
+        }
+    }
+    l.flight.clear();
+    assert!(!l.core.loop_closed());
+    let (_, answer) = l.answers.iter().find(|(a, _)| *a == id).unwrap();
+    assert!(matches!(answer, Answer::Failed(f) if f.kind == FailureKind::Unavailable));
+    assert_eq!(failed(l.put("k", b"v")).kind, FailureKind::Unavailable);
+    l.run(Duration::from_millis(200));
+    assert!(l.core.loop_closed());
+    assert!(matches!(l.put("k", b"v"), Answer::Done));
+}
