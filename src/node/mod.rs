@@ -21,10 +21,8 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
-pub use self::core::{
-    Answer, Command, DropReason, Failure, FailureKind, Limits, RequestId, Stats,
-};
 use self::core::CoreConfig;
+pub use self::core::{Answer, Command, DropReason, Failure, FailureKind, Limits, RequestId, Stats};
 use self::driver::Driver;
 use self::pending::Pending;
 use self::ring::Ring;

@@ -138,7 +138,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-
 /// Number of data fragments of a value of `value_len` bytes cut into chunks of `chunk_len`
 /// bytes: `max(1, ceil(value_len / chunk_len))` (an empty value still takes one fragment).
 ///
