@@ -107,7 +107,7 @@ pub const SERVER_FLAGS: &[Flag] = &[
         "ELAYDAY_MAX_REASSEMBLY",
         "BYTES",
         Some("512M"),
-        "memory for values being put together for GETs (at least --max-value-size)",
+        "memory for values being put together for GETs (at least --max-value-size + 0.1 %)",
     ),
     flag(
         "max-records",

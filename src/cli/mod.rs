@@ -297,22 +297,27 @@ fn limits(values: &Values, max_value_size: u64) -> Result<Limits, UsageError> {
             ))),
         }
     };
-    let at_least_a_value = |name: &str| -> Result<u64, UsageError> {
+    let at_least = |name: &str, least: u64, why: &str| -> Result<u64, UsageError> {
         let (text, source) = values.required(name)?;
         let n = bytes(text, source)?;
-        if n < max_value_size {
-            return Err(usage(format!(
-                "{source}: {n} is less than --max-value-size ({max_value_size}): the largest \
-                 value would never fit"
-            )));
+        if n < least {
+            return Err(usage(format!("{source}: {n} is less than {least}, {why}")));
         }
         Ok(n)
     };
     Ok(Limits {
         max_value_size,
         max_requests: count("max-requests")?,
-        max_write_backlog: at_least_a_value("max-write-backlog")?,
-        max_reassembly: at_least_a_value("max-reassembly")?,
+        max_write_backlog: at_least(
+            "max-write-backlog",
+            max_value_size,
+            "--max-value-size: the largest value could never be written",
+        )?,
+        max_reassembly: at_least(
+            "max-reassembly",
+            Limits::min_reassembly(max_value_size),
+            "--max-value-size and 0.1 % for bookkeeping: the largest value could never be read",
+        )?,
         max_records: count("max-records")?,
     })
 }

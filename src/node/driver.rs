@@ -20,7 +20,7 @@ use crossbeam_channel::{select, Receiver};
 use super::core::{Answer, Command, Core, CoreConfig, IoFigures, Now};
 use super::pending::Pending;
 use super::ring::{IoCounters, RingPorts};
-use super::{LoopStatus, Summary};
+use super::status::{LoopStatus, Summary};
 use crate::daemon::shutdown::Shutdown;
 use crate::udp::{Batch, BATCH_SLOTS};
 

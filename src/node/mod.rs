@@ -11,10 +11,10 @@ pub mod core;
 mod driver;
 pub mod pending;
 pub mod ring;
+mod status;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -26,6 +26,7 @@ pub use self::core::{Answer, Command, DropReason, Failure, FailureKind, Limits, 
 use self::driver::Driver;
 use self::pending::Pending;
 use self::ring::Ring;
+pub use self::status::{LoopStatus, Summary};
 use crate::daemon::roles;
 use crate::daemon::shutdown::Shutdown;
 use crate::udp::SocketOptions;
@@ -55,45 +56,6 @@ impl NodeConfig {
     /// Largest datagram this node sends or accepts.
     pub fn max_datagram(&self) -> usize {
         self.mtu - IP_UDP_OVERHEAD
-    }
-}
-
-/// What was in the loop when the node stopped (and is now lost).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Summary {
-    pub circulating_datagrams: u64,
-    pub circulating_bytes: u64,
-    pub circulating_values: u64,
-}
-
-/// Whether the loop is closed, published by the processor (its only writer) for readers such as
-/// the health service, which can also ask to be woken on the next change.
-#[derive(Default)]
-pub struct LoopStatus {
-    closed: AtomicBool,
-    watchers: parking_lot::Mutex<Vec<std::task::Waker>>,
-}
-
-impl LoopStatus {
-    /// Whether probes come back.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-    }
-
-    /// Wakes `waker` at the next change (once).
-    pub fn watch(&self, waker: &std::task::Waker) {
-        let mut watchers = self.watchers.lock();
-        if !watchers.iter().any(|w| w.will_wake(waker)) {
-            watchers.push(waker.clone());
-        }
-    }
-
-    fn set(&self, closed: bool) {
-        if self.closed.swap(closed, Ordering::SeqCst) != closed {
-            for waker in std::mem::take(&mut *self.watchers.lock()) {
-                waker.wake();
-            }
-        }
     }
 }
 

@@ -69,7 +69,10 @@ impl Process {
     /// Runs this build's `elayday`, or the binary named by `ELAYDAY_TEST_BIN` (to show that a
     /// test fails on an older build: `ELAYDAY_TEST_BIN=/path/to/old/elayday cargo test ...`).
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
-        let bin = std::env::var("ELAYDAY_TEST_BIN").unwrap_or_else(|_| BIN.to_string());
+        let bin = std::env::var("ELAYDAY_TEST_BIN")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| BIN.to_string());
         let mut command = Command::new(bin);
         command
             .args(args)

@@ -39,9 +39,15 @@ impl Limits {
             max_value_size,
             max_requests: 10_000,
             max_write_backlog: (512 << 20).max(max_value_size),
-            max_reassembly: (512 << 20).max(max_value_size),
+            max_reassembly: (512 << 20).max(Limits::min_reassembly(max_value_size)),
             max_records: 262_144,
         }
+    }
+
+    /// The least `max_reassembly` that holds one value of `max_value_size` bytes with its
+    /// bitmap of fragments (see [`super::reassembly::cost`]).
+    pub fn min_reassembly(max_value_size: u64) -> u64 {
+        max_value_size + max_value_size / 1024 + 8
     }
 }
 

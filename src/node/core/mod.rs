@@ -35,6 +35,7 @@ pub use requests::{
 
 use self::clock::{Hlc, Version};
 use self::probes::Probes;
+pub use self::probes::Totals;
 use self::reassembly::{Progress, Reassembly};
 use self::records::{Confirm, Geometry, Records};
 use crate::wire::{
@@ -66,15 +67,6 @@ struct TombstoneOut {
     key: Box<[u8]>,
     hlc: u64,
     answer: Option<RequestId>,
-}
-
-/// Running totals of data datagrams forwarded; the difference between two probes is what
-/// circulates in the loop.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub datagrams: u64,
-    pub bytes: u64,
-    pub values: u64,
 }
 
 /// A node's protocol state. See the module documentation.
@@ -320,14 +312,20 @@ impl Core {
                     FailureKind::DataLoss,
                     format!("the value went round incomplete: {have} of {need} datagrams arrived"),
                 ),
-                Progress::NoRoom { value_len } => Failure::new(
-                    FailureKind::ResourceExhausted,
-                    format!(
-                        "no room to reassemble the {value_len}-byte value: this node's \
-                         --max-reassembly of {} bytes is taken by other GETs",
-                        self.reassembly.budget()
-                    ),
-                ),
+                Progress::NoRoom { value_len, cost } => {
+                    let budget = self.reassembly.budget();
+                    let why = if cost > budget {
+                        format!("it needs {cost} bytes, more than this node's --max-reassembly of {budget}")
+                    } else {
+                        format!(
+                            "this node's --max-reassembly of {budget} bytes is taken by other GETs"
+                        )
+                    };
+                    Failure::new(
+                        FailureKind::ResourceExhausted,
+                        format!("no room to reassemble the {value_len}-byte value: {why}"),
+                    )
+                }
                 Progress::Nothing => {
                     Failure::new(FailureKind::NotFound, "key not found in the delay line")
                 }

@@ -9,10 +9,17 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::Totals;
-
 /// Unanswered probes remembered; past this, older ones are forgotten (the loop is broken anyway).
 pub const MAX_OUTSTANDING: usize = 4096;
+
+/// Running totals of data datagrams forwarded; the difference between two probes is what
+/// circulates in the loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub datagrams: u64,
+    pub bytes: u64,
+    pub values: u64,
+}
 
 struct Sent {
     seq: u64,

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use super::clock::Version;
-use super::RequestId;
+use super::requests::RequestId;
 use crate::wire::DataFrame;
 
 /// Versions of one key assembled side by side before the oldest is given up.
@@ -33,8 +33,9 @@ pub enum Progress {
     Nothing,
     /// The most complete version had `have` of `need` fragments.
     Partial { have: u32, need: u32 },
-    /// A version passed that the reassembly budget had no room for.
-    NoRoom { value_len: u64 },
+    /// A version passed that the reassembly budget had no room for: its length, and the bytes
+    /// it would have held.
+    NoRoom { value_len: u64, cost: u64 },
 }
 
 struct Partial {
@@ -60,8 +61,11 @@ impl Partial {
     }
 }
 
-/// Bytes a partial of this shape holds.
-fn cost(value_len: u64, fragment_count: u32) -> u64 {
+/// Bytes a partial of this shape holds: the value and one bit per fragment. For the fragments
+/// nodes write (at least 156 bytes of payload, at the smallest MTU and the longest key) that is
+/// less than `value_len + value_len / 1024 + 8`, which is what `--max-reassembly` must allow
+/// for the largest value.
+pub fn cost(value_len: u64, fragment_count: u32) -> u64 {
     value_len + u64::from(fragment_count).div_ceil(64) * 8
 }
 
@@ -69,8 +73,8 @@ fn cost(value_len: u64, fragment_count: u32) -> u64 {
 struct KeyState {
     waiters: Vec<RequestId>,
     partials: Vec<Partial>,
-    /// Claimed length of the largest version refused for want of room.
-    refused: Option<u64>,
+    /// Claimed length and cost of the largest version refused for want of room.
+    refused: Option<(u64, u64)>,
 }
 
 /// Values being reassembled, by key.
@@ -142,7 +146,7 @@ impl Reassembly {
             .max_by_key(|&(have, _)| have);
         match (best, state.refused) {
             (Some((have, need)), _) if have > 0 => Progress::Partial { have, need },
-            (_, Some(value_len)) => Progress::NoRoom { value_len },
+            (_, Some((value_len, cost))) => Progress::NoRoom { value_len, cost },
             _ => Progress::Nothing,
         }
     }
@@ -199,7 +203,8 @@ impl Reassembly {
                 }
                 self.held -= freed;
                 if self.held + need > self.budget {
-                    state.refused = Some(state.refused.unwrap_or(0).max(frame.value_len()));
+                    let refused = (frame.value_len(), need);
+                    state.refused = Some(state.refused.map_or(refused, |r| r.max(refused)));
                     self.refused += 1;
                     return None;
                 }
@@ -374,7 +379,13 @@ mod tests {
         assert!(offer_all(&mut r, &b, None).is_empty(), "no room for j");
         assert_eq!(r.held_bytes(), 1008);
         assert_eq!(r.refused(), 10);
-        assert_eq!(r.progress(b"j"), Progress::NoRoom { value_len: 1000 });
+        assert_eq!(
+            r.progress(b"j"),
+            Progress::NoRoom {
+                value_len: 1000,
+                cost: 1008
+            }
+        );
         let done = offer_all(&mut r, &a[1..], None);
         assert_eq!(done[0].value.as_ref().unwrap(), &vec![1u8; 1000]);
         assert_eq!(r.held_bytes(), 0);

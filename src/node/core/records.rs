@@ -11,7 +11,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
 use super::clock::Version;
-use super::RequestId;
+use super::requests::RequestId;
 use crate::wire::DataFrame;
 
 /// The shape of a value as this node wrote it: a frame of the same version with another shape

@@ -305,6 +305,17 @@ fn a_get_whose_value_finds_no_room_says_so() {
 }
 
 #[test]
+fn the_largest_value_reads_back_at_the_least_reassembly_memory() {
+    let mut small = limits();
+    small.max_value_size = 10_000;
+    small.max_reassembly = Limits::min_reassembly(10_000);
+    let mut l = Loop::new(small);
+    let v = vec![3u8; 10_000];
+    assert!(matches!(l.put("k", &v), Answer::Done));
+    assert_eq!(value(l.get("k")), v);
+}
+
+#[test]
 fn a_key_stamped_by_a_clock_far_ahead_refuses_writes_with_a_reason() {
     let mut l = Loop::new(limits());
     let ahead = clock::stamp(l.now.unix_ms + 2 * 60 * 60 * 1000);
