@@ -7,7 +7,7 @@
 
 use core::ops::Range;
 
-use super::{
+use super::format::{
     compute_checksum, field, fragment_count, Error, FrameType, DATA_HEADER_LEN, FORMAT_VERSION,
     HEADER_LEN, MAGIC, MAX_KEY_LEN, PROBE_LEN, TOMBSTONE_HEADER_LEN,
 };

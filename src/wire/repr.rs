@@ -4,7 +4,7 @@
 //! checksum in place. It must not allocate, and does not validate what it is given: the caller
 //! keeps the fields consistent (see each `Repr`), or receivers reject the frame.
 
-use super::{
+use super::format::{
     compute_checksum, field, FrameType, DATA_HEADER_LEN, FORMAT_VERSION, MAGIC, PROBE_LEN,
     TOMBSTONE_HEADER_LEN,
 };
