@@ -22,9 +22,21 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// A usage error of `message`.
+/// A usage error of `message`, on one line: control characters that came in with the user's
+/// text (a newline in an argument, an escape sequence) are shown escaped.
 pub(super) fn usage(message: impl Into<String>) -> UsageError {
-    UsageError(message.into())
+    let message: String = message.into();
+    if !message.contains(char::is_control) {
+        return UsageError(message);
+    }
+    let escaped = message
+        .chars()
+        .map(|c| match c {
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect();
+    UsageError(escaped)
 }
 /// A KEY argument: text (UTF-8), not empty.
 pub(super) fn key_text(key: &OsString) -> Result<String, UsageError> {
@@ -163,6 +175,13 @@ pub fn seconds(text: &str, source: &str) -> Result<Duration, UsageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_stay_on_one_line_whatever_the_input() {
+        let e = usage("unknown subcommand 'a\nb\u{1b}[31m'");
+        assert_eq!(e.to_string(), "unknown subcommand 'a\\nb\\u{1b}[31m'");
+        assert_eq!(usage("plain").to_string(), "plain");
+    }
 
     #[test]
     fn sizes_and_seconds() {
