@@ -73,14 +73,15 @@ impl Driver {
         let never = crossbeam_channel::never();
         while !shutdown.is_requested() {
             let now = self.now();
-            let wait = self
-                .core
-                .next_deadline()
-                .saturating_sub(now.mono)
-                .min(MAX_WAIT);
-            // A free batch is only worth waiting for when new frames wait for one.
+            // A free batch is only worth waiting for when new frames wait for one; then the
+            // pool wakes us for them, and only the timers count for the wait.
             let waiting_for_pool = self.out.is_none() && self.core.wants_transmit(now);
-            let pool = if waiting_for_pool { &pool } else { &never };
+            let (pool, deadline) = if waiting_for_pool {
+                (&pool, self.core.next_timer())
+            } else {
+                (&never, self.core.next_deadline())
+            };
+            let wait = deadline.saturating_sub(now.mono).min(MAX_WAIT);
             select! {
                 recv(inbound) -> batch => match batch {
                     Ok(batch) => self.on_batch(batch),

@@ -383,14 +383,15 @@ impl Core {
 
     /// The latest time at which [`Core::on_timer`] or [`Core::poll_transmit`] has work to do.
     pub fn next_deadline(&self) -> Duration {
-        let mut due = self.probes.next_due();
-        if let Some(at) = self.probes.broken_at(self.config.loop_timeout) {
-            due = due.min(at);
-        }
-        if let Some(at) = self.records.next_expiry() {
-            due = due.min(at);
-        }
-        due
+        self.next_timer().min(self.probes.next_due())
+    }
+
+    /// The latest time at which [`Core::on_timer`] has work to do (a caller that cannot
+    /// transmit now waits for this, and for room to transmit).
+    pub fn next_timer(&self) -> Duration {
+        let broken = self.probes.broken_at(self.config.loop_timeout);
+        let expiry = self.records.next_expiry();
+        [broken, expiry].into_iter().flatten().min().unwrap_or(Duration::MAX)
     }
 
     fn unavailable(&self) -> Failure {
