@@ -1,0 +1,182 @@
+//! sim: a deterministic ring simulator on the node's sans-IO core ([`elayday::node::core`]).
+//!
+//! N nodes (or one node and a reflector) joined by a simulated network with seeded delay, loss,
+//! bursts, duplication, reordering, corruption and partitions, on simulated time. Every node is
+//! a real [`elayday::node::core::Core`]; only sockets, threads and clocks are simulated. A seed
+//! decides the whole run ([`Scenario::from_seed`]): same seed, same run.
+//!
+//! After every step the world checks (see `world.rs` for the bounds):
+//! - no panic, in the core or anywhere;
+//! - memory within the configured limits (`Core::usage` against `Limits`, probes ≤ 4096);
+//! - every request answered by the deadline the design gives it, and answered once, with an
+//!   answer of its kind (and never after its client cancelled it);
+//! - never a wrong value: a GET's value is one that a PUT of the key sent whole; once a key is
+//!   settled (its newest version confirmed or deleted, nothing else happening to it) a GET
+//!   returns exactly that value, or NOT_FOUND for a deleted key; DATA_LOSS or NOT_FOUND only if
+//!   the network destroyed part of the value (or, on links that reorder, a probe overtook it);
+//! - a PUT is answered OK only when all its datagrams came back or a newer version replaced it,
+//!   and DATA_LOSS only when some were destroyed or dropped (or links reorder);
+//! - no datagram of a deleted or overwritten version anywhere in the network one lap after the
+//!   deletion or the newer write was confirmed;
+//! - frames the nodes send are valid, the values' bytes in order, and every corrupted datagram
+//!   is rejected and counted.
+//!
+//! A failure panics with a message that starts `sim seed N (...)`: that seed, run alone with
+//! [`run_seed`], fails the same way.
+
+#![allow(dead_code)]
+
+mod net;
+mod oracle;
+mod rng;
+mod scenario;
+mod world;
+
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::Instant;
+
+pub use scenario::{Profile, Scenario, MS};
+pub use world::{Known, Summary};
+
+/// Runs seed `seed`; panics with the seed and the simulated time if an invariant breaks or the
+/// core panics. The symptoms of known core bugs ([`Known`]) are counted, not failed on.
+pub fn run_seed(seed: u64) -> Summary {
+    run(seed, false)
+}
+
+/// Runs seed `seed` failing on the symptoms of known core bugs too.
+pub fn run_seed_strict(seed: u64) -> Summary {
+    run(seed, true)
+}
+
+fn run(seed: u64, strict: bool) -> Summary {
+    let scenario = Scenario::from_seed(seed);
+    let description = scenario.describe();
+    let clock = Rc::new(Cell::new(0));
+    let world = world::World::new(scenario, clock.clone(), strict);
+    match panic::catch_unwind(AssertUnwindSafe(|| world.run())) {
+        Ok(summary) => summary,
+        Err(payload) => {
+            let message = panic_message(&*payload);
+            if message.starts_with("sim seed") {
+                panic::resume_unwind(payload);
+            }
+            panic!(
+                "sim {description} at t={:.3} ms: panic outside the simulator's checks (in the \
+                 core?): {message}",
+                clock.get() as f64 / MS as f64
+            );
+        }
+    }
+}
+
+/// Runs seed `seed`; the failure message if it fails.
+pub fn check_seed(seed: u64) -> Result<Summary, String> {
+    panic::catch_unwind(|| run_seed(seed)).map_err(|payload| panic_message(&*payload))
+}
+
+/// Runs seed `seed` strictly; the failure message if it fails.
+pub fn check_seed_strict(seed: u64) -> Result<Summary, String> {
+    panic::catch_unwind(|| run_seed_strict(seed)).map_err(|payload| panic_message(&*payload))
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic without a message)".to_string()
+    }
+}
+
+/// What a batch of seeds did.
+#[derive(Debug, Default, Clone)]
+pub struct Totals {
+    pub seeds: u64,
+    pub laps: f64,
+    pub events: u64,
+    pub requests: u64,
+    pub checked_gets: u64,
+    pub checked_values: u64,
+    pub destroyed: u64,
+    pub corrupted: u64,
+    pub data_loss: u64,
+    pub unavailable: u64,
+    pub exhausted: u64,
+    pub cancelled: u64,
+    pub reorder_excused: u64,
+    pub known: [u64; Known::ALL.len()],
+    pub immortal: u64,
+    pub wall: f64,
+}
+
+impl Totals {
+    pub fn add(&mut self, s: &Summary) {
+        self.seeds += 1;
+        self.laps += s.laps();
+        self.events += s.events;
+        self.requests += s.requests;
+        self.checked_gets += s.checked_gets;
+        self.checked_values += s.checked_values;
+        self.destroyed += s.destroyed;
+        self.corrupted += s.corrupted;
+        self.data_loss += s.data_loss;
+        self.unavailable += s.unavailable;
+        self.exhausted += s.exhausted;
+        self.cancelled += s.cancelled;
+        self.reorder_excused += s.reorder_excused;
+        self.immortal += s.immortal;
+        for (total, n) in self.known.iter_mut().zip(s.known) {
+            *total += n;
+        }
+    }
+
+    /// One line of figures.
+    pub fn line(&self) -> String {
+        format!(
+            "{} seeds, {:.0} laps in {:.2} s ({:.0} laps/s, {:.2} M events/s), {} requests, \
+             {} GETs checked against a settled key ({} values), {} datagrams destroyed ({} \
+             corrupted), answers: {} DATA_LOSS, {} UNAVAILABLE, {} RESOURCE_EXHAUSTED, {} \
+             cancelled, {} excused by reordering, known bugs let pass: {} ({} forwardings of \
+             immortal datagrams)",
+            self.seeds,
+            self.laps,
+            self.wall,
+            self.laps / self.wall.max(1e-9),
+            self.events as f64 / self.wall.max(1e-9) / 1e6,
+            self.requests,
+            self.checked_gets,
+            self.checked_values,
+            self.destroyed,
+            self.corrupted,
+            self.data_loss,
+            self.unavailable,
+            self.exhausted,
+            self.cancelled,
+            self.reorder_excused,
+            Known::ALL
+                .iter()
+                .map(|k| format!("{k:?} {}", self.known[*k as usize]))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.immortal,
+        )
+    }
+}
+
+/// Runs `count` seeds of `profile` (`profile.index() + 9 k`), panicking at the first failure,
+/// and prints what they did.
+pub fn run_profile(profile: Profile, count: u64) -> Totals {
+    let start = Instant::now();
+    let mut totals = Totals::default();
+    for k in 0..count {
+        let seed = profile.index() + Profile::ALL.len() as u64 * k;
+        totals.add(&run_seed(seed));
+    }
+    totals.wall = start.elapsed().as_secs_f64();
+    eprintln!("sim {profile}: {}", totals.line());
+    totals
+}
