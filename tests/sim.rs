@@ -37,6 +37,10 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
         "simulator: a node cut off by a partition writes a version already obsolete",
     ),
     (
+        2001126,
+        "simulator: two flips of one byte cancelled out, the 'corrupted' datagram was intact",
+    ),
+    (
         41,
         "core, Known::DeletedShortcut: NOT_FOUND from another node's older tombstone",
     ),

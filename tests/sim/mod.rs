@@ -14,6 +14,8 @@
 //!   settled (its newest version confirmed or deleted, nothing else happening to it) a GET
 //!   returns exactly that value, or NOT_FOUND for a deleted key; DATA_LOSS or NOT_FOUND only if
 //!   the network destroyed part of the value (or, on links that reorder, a probe overtook it);
+//!   a GET on the node that confirmed or deleted a version never returns an older one while
+//!   that node remembers it (the loop timeout, at least);
 //! - a PUT is answered OK only when all its datagrams came back or a newer version replaced it,
 //!   and DATA_LOSS only when some were destroyed or dropped (or links reorder);
 //! - no datagram of a deleted or overwritten version anywhere in the network one lap after the
@@ -23,6 +25,15 @@
 //!
 //! A failure panics with a message that starts `sim seed N (...)`: that seed, run alone with
 //! [`run_seed`], fails the same way.
+//!
+//! Which version must win is decided by version order (the core's last-writer-wins). When a
+//! node that had not heard of a key's newest version writes an older one (concurrent writers,
+//! a partition, skewed clocks), the node that made the newest drops it within a lap while it
+//! remembers the newest: GETs are held to one answer only from then on, or not at all until a
+//! newer version goes out if nobody may remember (`KeyState::muddled` in oracle.rs).
+//!
+//! Bugs of the core found here and not fixed yet are listed in [`Known`]: normal runs count
+//! their symptom and go on checking everything else; [`run_seed_strict`] fails on them.
 
 #![allow(dead_code)]
 

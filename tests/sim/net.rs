@@ -159,9 +159,21 @@ impl Link {
 fn corrupt(bytes: &mut Vec<u8>, mode: Corruption, rng: &mut Rng) {
     match mode {
         Corruption::Flip if !bytes.is_empty() => {
-            for _ in 0..rng.range(1, 3) {
-                let at = rng.below(bytes.len() as u64) as usize;
-                bytes[at] ^= rng.range(1, 255) as u8;
+            let flips: Vec<(usize, u8)> = (0..rng.range(1, 3))
+                .map(|_| {
+                    let at = rng.below(bytes.len() as u64) as usize;
+                    (at, rng.range(1, 255) as u8)
+                })
+                .collect();
+            for &(at, mask) in &flips {
+                bytes[at] ^= mask;
+            }
+            // Two flips of one byte with one mask cancel out (seed 2001126): flip it back.
+            if flips
+                .iter()
+                .all(|&(at, _)| flips.iter().filter(|f| f.0 == at).fold(0, |m, f| m ^ f.1) == 0)
+            {
+                bytes[flips[0].0] ^= 0xff;
             }
         }
         Corruption::Truncate if !bytes.is_empty() => {

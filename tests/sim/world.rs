@@ -216,6 +216,9 @@ struct SimNode {
     last_tombstone: Option<(u16, Ver)>,
     /// Newest version of each key this node has sent or received intact.
     seen: Vec<Option<Ver>>,
+    /// Newest version of each key this node confirmed or deleted, and when: while it remembers
+    /// it, its GETs never return anything older.
+    took: Vec<Option<(Ver, u64)>>,
     gets_open: u32,
     /// GETs made so far, to tell whether a GET had company.
     gets_started: u64,
@@ -313,6 +316,7 @@ impl World {
                     parked: Vec::new(),
                     last_tombstone: None,
                     seen: vec![None; key_count],
+                    took: vec![None; key_count],
                     gets_open: 0,
                     gets_started: 0,
                     corrupted_in: 0,
@@ -856,6 +860,7 @@ impl World {
             ));
         }
         self.writes[w].awaiting_rollback = false;
+        self.took(n, key, ver);
         self.keys[key as usize].dead.add(self.now, ver);
         self.try_resolve_write(w);
     }
@@ -1479,6 +1484,7 @@ impl World {
                     // later (the node drops them as they pass, from the moment it took it).
                     self.writes[w].confirmed = true;
                     self.writes[w].confirmed_at = self.now;
+                    self.took(n, key, version.expect("sent"));
                     let ver = version.expect("sent");
                     self.keys[key as usize].dead.add(self.now, ver);
                 } else if !local {
@@ -1524,6 +1530,14 @@ impl World {
             other => self.fail(format!("PUT #{id} answered {other:?}")),
         }
         self.try_resolve_write(w);
+    }
+
+    /// Node `n` confirmed or deleted version `ver` of `key` now.
+    fn took(&mut self, n: usize, key: u16, ver: Ver) {
+        let took = &mut self.nodes[n].took[key as usize];
+        if took.is_none_or(|(v, _)| ver > v) {
+            *took = Some((ver, self.now));
+        }
     }
 
     /// Whether a later PUT or DELETE of write `w`'s key on its node is being taken right now
@@ -1603,6 +1617,7 @@ impl World {
                 if sent != key || self.nodes[n].deletes.pop_front() != Some(id) {
                     self.fail(format!("DELETE #{id} answered for another tombstone"));
                 }
+                self.took(n, key, ver);
                 self.keys[key as usize].dead.add(self.now, ver);
             }
             Answer::Failed(f)
@@ -1627,11 +1642,13 @@ impl World {
         let mut got = None;
         match answer {
             Answer::Value(v) => {
+                // Values under 8 bytes may repeat: of the writes of that value, the newest.
                 let found = self.keys[key as usize]
                     .writes
                     .iter()
                     .copied()
-                    .find(|&w| self.writes[w].value == *v && self.writes[w].fully_sent());
+                    .filter(|&w| self.writes[w].value == *v && self.writes[w].fully_sent())
+                    .max_by_key(|&w| self.writes[w].version);
                 match found {
                     Some(w) => got = Some(w),
                     None => self.fail(format!(
@@ -1649,6 +1666,18 @@ impl World {
                 kind => self.fail(format!("GET #{id} answered {kind:?}: {}", f.message)),
             },
             other => self.fail(format!("GET #{id} answered {other:?}")),
+        }
+        // Never older than what its node confirmed or deleted, while the node remembers it.
+        if let (Some(g), Some((took, at))) = (got, self.nodes[n].took[key as usize]) {
+            let version = self.writes[g].version.expect("sent whole");
+            let issued = self.requests[id].issued;
+            if version < took && issued >= at && self.now <= at + self.memory() {
+                self.fail(format!(
+                    "GET #{id} of {name} on node {n} returned write #{g} (version {version:?}), \
+                     older than version {took:?} that this node confirmed or deleted at {}",
+                    Self::ms(at)
+                ));
+            }
         }
         // What it must be when nothing happened to the key since before the GET.
         let r = &self.requests[id];
