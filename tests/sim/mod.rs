@@ -34,6 +34,13 @@
 //!
 //! Bugs of the core found here and not fixed yet are listed in [`Known`]: normal runs count
 //! their symptom and go on checking everything else; [`run_seed_strict`] fails on them.
+//!
+//! Adding an invariant: the world calls into each core at four places — `World::arrive` (a
+//! datagram), `World::issue` (a request), `World::turn` (time) and `World::give_up` (a
+//! cancellation) — and every one of them ends with `check_usage`; frames a node sends pass
+//! `World::emitted`, datagrams any hop sends pass `World::send`, answers pass
+//! `World::on_answer`. Check there and fail with `self.fail(..)`, which names the seed and the
+//! simulated time.
 
 #![allow(dead_code)]
 
