@@ -391,7 +391,11 @@ impl Core {
     pub fn next_timer(&self) -> Duration {
         let broken = self.probes.broken_at(self.config.loop_timeout);
         let expiry = self.records.next_expiry();
-        [broken, expiry].into_iter().flatten().min().unwrap_or(Duration::MAX)
+        [broken, expiry]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Duration::MAX)
     }
 
     fn unavailable(&self) -> Failure {
@@ -513,7 +517,11 @@ impl Core {
         }
         match command {
             Command::Get { id, key } => {
-                if self.records.get(&key).is_some_and(|r| r.deleted) {
+                // Only this node's own deletion is known to be the newest version: one learned
+                // from a tombstone may already be overwritten by a write that passed here first.
+                let own = self.config.id;
+                let deleted_here = self.records.get(&key);
+                if deleted_here.is_some_and(|r| r.deleted && r.version.origin == own) {
                     let failure = Failure::new(FailureKind::NotFound, "key not found (deleted)");
                     self.answers.push_back((id, Answer::Failed(failure)));
                     return;
@@ -687,6 +695,17 @@ impl Core {
                 self.answers.push_back((id, Answer::Done));
             }
             return Some(len);
+        }
+        // A write replaced (overwritten or deleted) before all of it went out sends no more.
+        while let Some(job) = self.puts.front() {
+            let current = self
+                .records
+                .get(&job.key)
+                .is_some_and(|r| r.version == job.version && !r.deleted);
+            if current {
+                break;
+            }
+            self.puts.pop_front();
         }
         let job = self.puts.front_mut()?;
         let range = wire::chunk(job.value.len(), job.next, job.chunk_len);

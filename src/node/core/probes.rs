@@ -180,7 +180,7 @@ impl Probes {
 
     /// Marks the loop broken when nothing came back for the loop timeout; true on the change.
     pub fn check_broken(&mut self, now: Duration, floor: Duration) -> bool {
-        let silent = self.broken_at(floor).is_some_and(|at| now > at);
+        let silent = self.broken_at(floor).is_some_and(|at| now >= at);
         if silent {
             self.broken = true;
         }
@@ -289,8 +289,11 @@ mod tests {
         p.returned(0, 10 * MS, Totals::default());
         p.sent(20 * MS, Totals::default());
         assert_eq!(p.broken_at(floor), Some(2020 * MS));
-        assert!(!p.check_broken(2020 * MS, floor));
-        assert!(p.check_broken(2021 * MS, floor));
+        assert!(!p.check_broken(2019 * MS, floor));
+        assert!(
+            p.check_broken(2020 * MS, floor),
+            "at the deadline it reports"
+        );
         assert!(!p.check_broken(3000 * MS, floor), "reported once");
         assert!(!p.closed() && p.broken());
         p.sent(3000 * MS, Totals::default());

@@ -69,12 +69,19 @@ pub fn cost(value_len: u64, fragment_count: u32) -> u64 {
     value_len + u64::from(fragment_count).div_ceil(64) * 8
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Refused {
+    version: Version,
+    value_len: u64,
+    cost: u64,
+}
+
 #[derive(Default)]
 struct KeyState {
     waiters: Vec<RequestId>,
     partials: Vec<Partial>,
-    /// Claimed length and cost of the largest version refused for want of room.
-    refused: Option<(u64, u64)>,
+    /// The newest version refused for want of room, with its claimed length and cost.
+    refused: Option<Refused>,
 }
 
 /// Values being reassembled, by key.
@@ -134,7 +141,9 @@ impl Reassembly {
         Some(state)
     }
 
-    /// How far `key` got: its most complete version, or why none could be kept.
+    /// How far `key` got: its most complete version, or why none could be kept. A refusal of
+    /// a version at least as new as the most complete one explains what is missing better than
+    /// a loss would: the value may be whole in the loop.
     pub fn progress(&self, key: &[u8]) -> Progress {
         let Some(state) = self.keys.get(key) else {
             return Progress::Nothing;
@@ -142,12 +151,22 @@ impl Reassembly {
         let best = state
             .partials
             .iter()
-            .map(|p| (p.received, p.fragment_count))
-            .max_by_key(|&(have, _)| have);
+            .filter(|p| p.received > 0)
+            .max_by_key(|p| (p.received, p.version));
         match (best, state.refused) {
-            (Some((have, need)), _) if have > 0 => Progress::Partial { have, need },
-            (_, Some((value_len, cost))) => Progress::NoRoom { value_len, cost },
-            _ => Progress::Nothing,
+            (Some(p), Some(r)) if r.version >= p.version => Progress::NoRoom {
+                value_len: r.value_len,
+                cost: r.cost,
+            },
+            (Some(p), _) => Progress::Partial {
+                have: p.received,
+                need: p.fragment_count,
+            },
+            (None, Some(r)) => Progress::NoRoom {
+                value_len: r.value_len,
+                cost: r.cost,
+            },
+            (None, None) => Progress::Nothing,
         }
     }
 
@@ -203,7 +222,11 @@ impl Reassembly {
                 }
                 self.held -= freed;
                 if self.held + need > self.budget {
-                    let refused = (frame.value_len(), need);
+                    let refused = Refused {
+                        version,
+                        value_len: frame.value_len(),
+                        cost: need,
+                    };
                     state.refused = Some(state.refused.map_or(refused, |r| r.max(refused)));
                     self.refused += 1;
                     return None;
@@ -407,5 +430,37 @@ mod tests {
         }
         r.remove_waiter(b"k", 1);
         assert_eq!(r.held_bytes(), 0);
+    }
+
+    #[test]
+    fn a_refused_datagram_of_the_newest_version_is_no_room_not_a_loss() {
+        // Fragment 2 finds no room while another GET holds the budget; 0 and 1 come later.
+        let mut r = Reassembly::new(1 << 20, 400);
+        r.add_waiter(b"k", 1);
+        r.add_waiter(b"big", 2);
+        let big = frames(b"big", &[9u8; 390], 1, 100);
+        offer_all(&mut r, &big[..1], None);
+        let k = frames(b"k", &[1u8; 300], 2, 100);
+        assert!(offer_all(&mut r, &k[2..], None).is_empty());
+        r.remove_waiter(b"big", 2);
+        assert!(offer_all(&mut r, &k[..2], None).is_empty());
+        assert_eq!(
+            r.progress(b"k"),
+            Progress::NoRoom {
+                value_len: 300,
+                cost: 308
+            }
+        );
+        // An older refusal does not hide a real loss of a newer version.
+        let mut r = Reassembly::new(1 << 20, 400);
+        r.add_waiter(b"k", 1);
+        r.add_waiter(b"big", 2);
+        offer_all(&mut r, &big[..1], None);
+        let old = frames(b"k", &[1u8; 300], 2, 100);
+        offer_all(&mut r, &old[..1], None);
+        r.remove_waiter(b"big", 2);
+        let new = frames(b"k", &[2u8; 300], 3, 100);
+        offer_all(&mut r, &new[..2], None);
+        assert_eq!(r.progress(b"k"), Progress::Partial { have: 2, need: 3 });
     }
 }

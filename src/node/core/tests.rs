@@ -16,6 +16,8 @@ struct Loop {
     flight: Vec<(Duration, Vec<u8>)>,
     answers: Vec<(RequestId, Answer)>,
     next_id: RequestId,
+    /// DATA frames the core has sent.
+    sent_data: usize,
 }
 
 impl Loop {
@@ -37,6 +39,7 @@ impl Loop {
             flight: Vec::new(),
             answers: Vec::new(),
             next_id: 0,
+            sent_data: 0,
         };
         l.run(LAP * 3);
         assert!(l.core.loop_closed());
@@ -61,6 +64,9 @@ impl Loop {
             }
             self.core.on_timer(now);
             while let Some(len) = self.core.poll_transmit(&mut buf, now) {
+                if let Kind::Data(_) = Frame::new_checked(&buf[..len]).unwrap().kind() {
+                    self.sent_data += 1;
+                }
                 self.flight.push((now.mono + LAP, buf[..len].to_vec()));
             }
             while let Some(answer) = self.core.poll_answer() {
@@ -374,4 +380,68 @@ fn a_broken_loop_fails_what_waits_and_heals() {
     l.run(Duration::from_millis(200));
     assert!(l.core.loop_closed());
     assert!(matches!(l.put("k", b"v"), Answer::Done));
+}
+
+/// Seed 41/154 of the ring simulator: a deletion learned from another node's tombstone is not
+/// the last word when a newer write passed here first.
+#[test]
+fn a_deletion_heard_from_elsewhere_does_not_hide_a_newer_write() {
+    let mut l = Loop::new(limits());
+    let write = DataRepr {
+        origin: 99,
+        hlc: clock::stamp(l.now.unix_ms + 5),
+        value_len: 3,
+        fragment_index: 0,
+        fragment_count: 1,
+        chunk_len: 100,
+        parity_count: 0,
+        key: b"k",
+        payload: b"new",
+    };
+    let mut data = vec![0; write.buffer_len()];
+    write.emit(&mut data);
+    assert!(l.core.on_datagram(&data, l.now));
+    l.flight.push((l.now.mono + LAP, data));
+    let tombstone = wire::TombstoneRepr {
+        origin: 98,
+        hlc: clock::stamp(l.now.unix_ms),
+        key: b"k",
+    };
+    let mut buf = vec![0; tombstone.buffer_len()];
+    tombstone.emit(&mut buf);
+    assert!(l.core.on_datagram(&buf, l.now));
+    assert_eq!(value(l.get("k")), b"new");
+}
+
+/// Seed 1000611 of the ring simulator: a write replaced before its fragments went out sends
+/// none of them.
+#[test]
+fn a_write_deleted_before_it_went_out_sends_nothing() {
+    let mut l = Loop::new(limits());
+    l.core.on_command(
+        Command::Put {
+            id: 100,
+            key: b"k".to_vec(),
+            value: vec![1; 5000],
+        },
+        l.now,
+    );
+    l.core.on_command(
+        Command::Delete {
+            id: 101,
+            key: b"k".to_vec(),
+        },
+        l.now,
+    );
+    l.run(LAP * 3);
+    let done = |id| {
+        l.answers
+            .iter()
+            .any(|(a, ans)| *a == id && matches!(ans, Answer::Done))
+    };
+    assert!(done(100), "written, then deleted");
+    assert!(done(101));
+    assert_eq!(l.sent_data, 0, "no fragment of the deleted write went out");
+    assert_eq!(l.core.usage().write_backlog, 0);
+    assert_eq!(failed(l.get("k")).kind, FailureKind::NotFound);
 }
