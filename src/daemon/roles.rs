@@ -16,7 +16,10 @@
 use std::any::Any;
 use std::io::{self, Write};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::shutdown::Shutdown;
 
@@ -29,6 +32,25 @@ pub const PANIC_THREAD_VAR: &str = "ELAYDAY_TEST_PANIC_THREAD";
 /// The panic message of a role made to panic by [`PANIC_THREAD_VAR`].
 pub const PANIC_REQUESTED: &str = "panic requested by ELAYDAY_TEST_PANIC_THREAD";
 
+/// Set as a panic begins, before it unwinds: a role that stops because another one's panic
+/// dropped its channel is a consequence, and leaves the report to the role that panicked.
+static PANICKING: AtomicBool = AtomicBool::new(false);
+
+/// How long a role that stopped after a panic elsewhere waits for that panic's report.
+const CAUSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Chains a hook that sets [`PANICKING`] in front of whatever hook is installed (once).
+fn watch_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            PANICKING.store(true, Ordering::SeqCst);
+            previous(info);
+        }));
+    });
+}
+
 /// Runs `f` on a new OS thread named `name`, supervised: if `f` panics, or returns while
 /// `shutdown` was not requested, the process exits with [`EXIT_ROLE_DIED`] after one line
 /// saying which role died and why. Otherwise `f`'s value is what the handle's `join` returns
@@ -40,6 +62,7 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    watch_panics();
     let inject = panic_requested(name, std::env::var(PANIC_THREAD_VAR).ok().as_deref());
     let shutdown = shutdown.clone();
     let role = name.to_string();
@@ -54,9 +77,13 @@ where
             }));
             match outcome {
                 Ok(value) if shutdown.is_requested() => value,
-                Ok(_) => die(&format!(
-                    "role thread '{role}' stopped unexpectedly; exiting"
-                )),
+                Ok(_) => {
+                    if PANICKING.load(Ordering::SeqCst) {
+                        // Another role's panic ended this one: its report says why.
+                        std::thread::sleep(CAUSE_WAIT);
+                    }
+                    die(&format!("role thread '{role}' stopped unexpectedly; exiting"))
+                }
                 Err(payload) => die(&format!(
                     "role thread '{role}' died: {}; exiting",
                     one_line(panic_message(payload.as_ref()))
@@ -87,7 +114,8 @@ fn die(line: &str) -> ! {
 
 /// Makes every panic one line on stderr, `thread '<name>' panicked at <file:line>: <message>`,
 /// instead of Rust's several; a backtrace follows only when `RUST_BACKTRACE` asks for one.
-/// For the daemons (node, reflector, demo), whose stderr is the journal.
+/// For the daemons (node, reflector, demo), whose stderr is the journal. Install it before the
+/// first role starts ([`spawn_role`] chains its own hook in front of it).
 pub fn install_panic_hook() {
     panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
