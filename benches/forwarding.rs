@@ -11,7 +11,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -122,17 +121,7 @@ fn measure(binary: &str, fill: usize) -> f64 {
 }
 
 fn start(binary: &str, args: &[&str]) -> Process {
-    let mut command = Command::new(binary);
-    command.args(args).env("RUST_LOG", "warn");
-    for var in [
-        "ELAYDAY_BIND",
-        "ELAYDAY_DESTINATION",
-        "ELAYDAY_BIND_GRPC",
-        "ELAYDAY_DELAY",
-    ] {
-        command.env_remove(var);
-    }
-    Process::start(command)
+    Process::spawn_binary(binary, args, &[("RUST_LOG", "warn")])
 }
 
 fn median(values: &mut [f64]) -> f64 {

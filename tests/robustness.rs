@@ -393,20 +393,6 @@ const MAX_VALUE_SIZE: u64 = 256 << 20;
 /// the environment, which a build without the setting ignores (it would refuse the flag).
 const MAX_REASSEMBLY: (&str, &str, u64) = ("ELAYDAY_MAX_REASSEMBLY", "512M", 512 << 20);
 
-/// A node like `Node::start` does, with environment variables of its own.
-fn node_with_env(destination: SocketAddr, env: &[(&str, &str)]) -> Node {
-    let (udp, grpc) = (free_udp("127.0.0.1"), free_tcp("127.0.0.1"));
-    let process = Process::server(udp, destination, grpc, &[], env);
-    let client = client(grpc);
-    process.wait_for_log("gRPC API listening", Duration::from_secs(30));
-    Node {
-        process,
-        udp,
-        grpc,
-        client,
-    }
-}
-
 // Bug: the first fragment of a value a GET waits for allocates the value_len the datagram
 // claims, per version seen (src/reassembly.rs), so forged frames reserve gigabytes.
 #[test]
@@ -414,7 +400,12 @@ fn claimed_value_lengths_do_not_reserve_memory() {
     let reflector_addr = free_udp("127.0.0.1");
     let _reflector = reflector(reflector_addr, "2");
     let (budget_var, budget, budget_bytes) = MAX_REASSEMBLY;
-    let node = node_with_env(reflector_addr, &[(budget_var, budget)]);
+    let node = Node::start_with_env(
+        free_udp("127.0.0.1"),
+        reflector_addr,
+        &[],
+        &[(budget_var, budget)],
+    );
     let pid = node.process.pid();
     let _kill = KillOnPanic(pid);
     let period = period_of(&node);

@@ -73,7 +73,13 @@ impl Process {
             .ok()
             .filter(|b| !b.is_empty())
             .unwrap_or_else(|| BIN.to_string());
-        let mut command = Command::new(bin);
+        Process::spawn_binary(&bin, args, env)
+    }
+
+    /// `binary` (some build of `elayday`) with `args`, the `ELAYDAY_*` addresses of the
+    /// environment removed and `env` added, logging at info.
+    pub fn spawn_binary(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut command = Command::new(binary);
         command
             .args(args)
             .env_remove("RUST_LOG")
@@ -280,9 +286,19 @@ pub struct Node {
 
 impl Node {
     pub fn start(udp: SocketAddr, destination: SocketAddr, extra: &[&str]) -> Node {
+        Node::start_with_env(udp, destination, extra, &[])
+    }
+
+    /// [`Node::start`] with environment variables of its own.
+    pub fn start_with_env(
+        udp: SocketAddr,
+        destination: SocketAddr,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
         let ip = if udp.is_ipv4() { "127.0.0.1" } else { "[::1]" };
         let grpc = free_tcp(ip);
-        let process = Process::server(udp, destination, grpc, extra, &[]);
+        let process = Process::server(udp, destination, grpc, extra, env);
         let client = client(grpc);
         process.wait_for_log("gRPC API listening", Duration::from_secs(30));
         Node {

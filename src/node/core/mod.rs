@@ -559,6 +559,26 @@ impl Core {
         )
     }
 
+    /// Takes a new version for a write (or a deletion, if `deleted`) of `key`, which has room in
+    /// the records, and records it; an older local write it supersedes is answered as done.
+    /// Fails if a newer version of the key is in the loop already.
+    fn new_version(&mut self, key: &[u8], deleted: bool, now: Now) -> Result<Version, Failure> {
+        let version = Version {
+            hlc: self.hlc.tick(now.unix_ms),
+            origin: self.config.id,
+        };
+        if let Some(failure) = self.ahead_of_us(key, version) {
+            return Err(failure);
+        }
+        let expires = now.mono + self.probes.retention(self.config.loop_timeout);
+        match self.records.record(key, version, deleted, expires) {
+            Ok(Some(confirm)) => self.answers.push_back((confirm.id, Answer::Done)),
+            Ok(None) => {}
+            Err(records::Full) => unreachable!("callers check for room first"),
+        }
+        Ok(version)
+    }
+
     /// A failure if `key` has a version newer than `ours` in the loop: one stamped by a node
     /// whose clock is more than the clock's tolerance ahead of this one's. A write now would
     /// lose to it.
@@ -582,22 +602,15 @@ impl Core {
     /// nodes by a tombstone that goes round the loop once. `answer` is the DELETE to answer
     /// when the tombstone is on its way.
     fn delete(&mut self, key: Box<[u8]>, answer: Option<RequestId>, now: Now) {
-        let version = Version {
-            hlc: self.hlc.tick(now.unix_ms),
-            origin: self.config.id,
-        };
-        if let Some(failure) = self.ahead_of_us(&key, version) {
-            if let Some(id) = answer {
-                self.answers.push_back((id, Answer::Failed(failure)));
+        let version = match self.new_version(&key, true, now) {
+            Ok(version) => version,
+            Err(failure) => {
+                if let Some(id) = answer {
+                    self.answers.push_back((id, Answer::Failed(failure)));
+                }
+                return;
             }
-            return;
-        }
-        let expires = now.mono + self.probes.retention(self.config.loop_timeout);
-        match self.records.record(&key, version, true, expires) {
-            Ok(Some(confirm)) => self.answers.push_back((confirm.id, Answer::Done)),
-            Ok(None) => {}
-            Err(records::Full) => unreachable!("room was checked"),
-        }
+        };
         self.tombstones.push_back(TombstoneOut {
             key,
             hlc: version.hlc,
@@ -631,20 +644,13 @@ impl Core {
         if !self.records.has_room_for(&key) {
             return self.refuse(id, requests::REFUSED_RECORDS, self.records_full());
         }
-        let version = Version {
-            hlc: self.hlc.tick(now.unix_ms),
-            origin: self.config.id,
+        let version = match self.new_version(&key, false, now) {
+            Ok(version) => version,
+            Err(failure) => {
+                self.answers.push_back((id, Answer::Failed(failure)));
+                return;
+            }
         };
-        if let Some(failure) = self.ahead_of_us(&key, version) {
-            self.answers.push_back((id, Answer::Failed(failure)));
-            return;
-        }
-        let expires = now.mono + self.probes.retention(self.config.loop_timeout);
-        match self.records.record(&key, version, false, expires) {
-            Ok(Some(confirm)) => self.answers.push_back((confirm.id, Answer::Done)),
-            Ok(None) => {}
-            Err(records::Full) => unreachable!("room was checked"),
-        }
         let record = self.records.get_mut(&key).expect("just recorded");
         record.geometry = Some(Geometry {
             value_len: value.len() as u64,
