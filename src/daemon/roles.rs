@@ -82,7 +82,9 @@ where
                         // Another role's panic ended this one: its report says why.
                         std::thread::sleep(CAUSE_WAIT);
                     }
-                    die(&format!("role thread '{role}' stopped unexpectedly; exiting"))
+                    die(&format!(
+                        "role thread '{role}' stopped unexpectedly; exiting"
+                    ))
                 }
                 Err(payload) => die(&format!(
                     "role thread '{role}' died: {}; exiting",
