@@ -36,18 +36,27 @@
 //! their symptom and go on checking everything else; [`run_seed_strict`] fails on them.
 //!
 //! Adding an invariant: the world calls into each core at four places — `World::arrive` (a
-//! datagram), `World::issue` (a request), `World::turn` (time) and `World::give_up` (a
-//! cancellation) — and every one of them ends with `check_usage`; frames a node sends pass
-//! `World::emitted`, datagrams any hop sends pass `World::send`, answers pass
-//! `World::on_answer`. Check there and fail with `self.fail(..)`, which names the seed and the
-//! simulated time.
+//! datagram) and `World::turn` (time) in nodes.rs, `World::issue` (a request) and
+//! `World::give_up` (a cancellation) in clients.rs — and every one of them ends with
+//! `check_usage`; frames a node sends pass `World::emitted`, datagrams any hop sends pass
+//! `World::send` (both in traffic.rs), answers pass `World::on_answer` (answers.rs). Check there
+//! and fail with `self.fail(..)`, which names the seed and the simulated time. world.rs lists
+//! the files of the world and the order in which they may call each other.
 
 #![allow(dead_code)]
 
+mod answers;
+mod clients;
+mod deadlines;
+mod event_loop;
 mod net;
+mod nodes;
 mod oracle;
 mod rng;
 mod scenario;
+mod settling;
+mod summary;
+mod traffic;
 mod world;
 
 use std::cell::Cell;
@@ -56,7 +65,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 pub use scenario::{Profile, Scenario, MS};
-pub use world::{Known, Summary};
+pub use summary::{Known, Summary};
 
 /// Runs seed `seed`; panics with the seed and the simulated time if an invariant breaks or the
 /// core panics. The symptoms of known core bugs ([`Known`]) are counted, not failed on.

@@ -2,8 +2,9 @@
 //! every write with its version and what became of its datagrams, and for each key what a GET
 //! must answer.
 //!
-//! The world ([`super::world`]) feeds it events and asks it questions; the invariants
-//! themselves are checked in the world, where the context for a failure message is.
+//! The world (world.rs and the files that drive it, settling.rs above all) feeds it events and
+//! asks it questions; the invariants themselves are checked in the world, where the context for
+//! a failure message is.
 
 use elayday::node::core::FailureKind;
 

@@ -1,0 +1,123 @@
+//! sim::event_loop: the run of a world — events popped in time order and handed to the part
+//! that handles them, garbage datagrams thrown at the nodes, and the checks at the end (every
+//! request answered, every corrupted datagram counted as invalid).
+//!
+//! It is the only part that calls all the others; none of them calls it.
+
+use elayday::node::core::DropReason;
+
+use super::net::{self, Datagram, Meta};
+use super::scenario::MS;
+use super::summary::Summary;
+use super::world::{Ev, World};
+
+/// Events after which a run counts as a runaway.
+const MAX_EVENTS: u64 = 40_000_000;
+
+impl World {
+    /// Runs the seed to the end; panics with the seed and the time on a broken invariant.
+    pub fn run(mut self) -> Summary {
+        for n in 0..self.nodes.len() {
+            self.turn(n);
+        }
+        self.push(0, Ev::Client);
+        if let Some(gap) = self.sc.garbage_gap {
+            self.push(gap, Ev::Garbage);
+        }
+        let hard_end = self.sc.issue_for + 60_000 * MS;
+        while let Some(q) = self.queue.pop() {
+            if q.at >= self.sc.issue_for && self.open == 0 {
+                break;
+            }
+            if q.at > hard_end {
+                break;
+            }
+            self.now = q.at;
+            self.clock.set(q.at);
+            self.summary.events += 1;
+            if self.summary.events > MAX_EVENTS {
+                self.fail(format!("runaway: more than {MAX_EVENTS} events"));
+            }
+            match q.ev {
+                Ev::Arrive { link, d } => {
+                    self.links[link].delivered(d.bytes.len());
+                    match self.sc.link_target(link) {
+                        Some(n) => self.arrive(n, d),
+                        None => self.reflect_in(d),
+                    }
+                }
+                Ev::Reflect { d } => {
+                    self.reflector
+                        .as_mut()
+                        .expect("a reflector")
+                        .release(d.bytes.len());
+                    self.send(1, d);
+                }
+                Ev::Timer { node } => {
+                    if self.nodes[node].timer_at == Some(self.now) {
+                        self.nodes[node].timer_at = None;
+                        self.turn(node);
+                    }
+                }
+                Ev::Client => self.client(),
+                Ev::Deadline { req } => self.deadline(req),
+                Ev::GiveUp { req } => self.give_up(req),
+                Ev::Garbage => self.garbage(),
+            }
+        }
+        self.finish()
+    }
+
+    fn garbage(&mut self) {
+        let n = self.garbage_rng.below(self.nodes.len() as u64) as usize;
+        let bytes = net::garbage(&mut self.garbage_rng);
+        self.arrive(
+            n,
+            Datagram {
+                bytes,
+                meta: Meta::Garbage,
+                born: self.now,
+                knowing: false,
+                corrupted: true,
+            },
+        );
+        if let Some(gap) = self.sc.garbage_gap {
+            if self.now < self.sc.issue_for {
+                let at = self.now + 1 + self.garbage_rng.below(2 * gap);
+                self.push(at, Ev::Garbage);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Summary {
+        if let Some(id) = (0..self.requests.len()).find(|&id| self.requests[id].open()) {
+            let r = &self.requests[id];
+            self.fail(format!(
+                "request #{id} ({:?} on node {}, issued at {}) was never answered",
+                r.op,
+                r.node,
+                Self::ms(r.issued)
+            ));
+        }
+        // Every corrupted datagram a node received was counted under a wire error.
+        const WIRE_ERRORS: [DropReason; 6] = [
+            DropReason::Truncated,
+            DropReason::BadMagic,
+            DropReason::UnsupportedVersion,
+            DropReason::UnknownType,
+            DropReason::BadChecksum,
+            DropReason::Malformed,
+        ];
+        for (n, node) in self.nodes.iter().enumerate() {
+            let counted: u64 = WIRE_ERRORS.iter().map(|&r| node.core.dropped(r)).sum();
+            if counted != node.corrupted_in {
+                self.fail(format!(
+                    "node {n} received {} corrupted datagrams and counted {counted} as invalid",
+                    node.corrupted_in
+                ));
+            }
+        }
+        self.summary.sim_time = self.now;
+        self.summary
+    }
+}

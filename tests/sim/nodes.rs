@@ -1,0 +1,204 @@
+//! sim::nodes: the calls into each core, as the driver makes them — a datagram arrives, time
+//! passes (`on_timer`), new frames go out at the node's send rate, its timer is armed — and
+//! what follows every call: loop transitions, answers drained, memory within the limits.
+//!
+//! It checks what a core decides about each datagram it receives (a corrupted one is never
+//! kept, nor the node's own probe or tombstone after a lap) and the memory each core holds; the
+//! frames a core sends and the answers it gives are checked in `traffic.rs` and `answers.rs`.
+//! It makes no request: `clients.rs` does.
+
+use elayday::node::core::Usage;
+
+use super::net::{Datagram, Meta};
+use super::oracle::State;
+use super::scenario::US;
+use super::world::{Ev, World};
+
+/// Probes a core may remember (probes.rs `MAX_OUTSTANDING`).
+const PROBES_MAX: usize = 4096;
+
+impl World {
+    /// Time-driven work of node `n`, as the driver's turn.
+    pub(super) fn turn(&mut self, n: usize) {
+        let now = self.now_of(n);
+        self.nodes[n].core.on_timer(now);
+        self.after_input(n);
+        self.transmit(n);
+        self.schedule(n);
+        self.check_usage(n);
+    }
+
+    /// A datagram reaches node `n`.
+    pub(super) fn arrive(&mut self, n: usize, d: Datagram) {
+        let now = self.now_of(n);
+        let refused_before = self.trace.then(|| self.reassembly_refused(n));
+        let keep = self.nodes[n].core.on_datagram(&d.bytes, now);
+        if refused_before.is_some_and(|before| self.reassembly_refused(n) > before) {
+            self.trace(|| format!("node {n}: no room to reassemble {:?}", d.meta));
+        }
+        self.trace(|| {
+            format!(
+                "node {n} receives {:?}{} keep={keep}",
+                d.meta,
+                if d.corrupted { " (corrupted)" } else { "" }
+            )
+        });
+        if d.corrupted {
+            self.nodes[n].corrupted_in += 1;
+            if keep {
+                self.fail(format!(
+                    "node {n} forwarded a corrupted datagram ({:?}, {} bytes): the checks let it \
+                     through",
+                    d.meta,
+                    d.bytes.len()
+                ));
+            }
+        } else {
+            match d.meta {
+                Meta::Data { key, write, index } => {
+                    let w = write as usize;
+                    let ver = self.writes[w].version.expect("sent data has a version");
+                    self.nodes[n].see(key, ver);
+                    if keep {
+                        if self.writes[w].node == n {
+                            self.writes[w].mark_returned(index);
+                        }
+                    } else {
+                        self.writes[w].node_dropped += 1;
+                        self.summary.node_drops += 1;
+                    }
+                }
+                Meta::Tombstone { key, ver } => {
+                    self.nodes[n].see(key, ver);
+                    if keep && ver.origin == self.nodes[n].spec.id {
+                        self.fail(format!(
+                            "node {n} forwarded its own tombstone after a full lap"
+                        ));
+                    }
+                }
+                Meta::Probe { node } => {
+                    if keep && node as usize == n {
+                        self.fail(format!("node {n} forwarded its own probe after a full lap"));
+                    }
+                }
+                Meta::Garbage => unreachable!("garbage is always marked corrupted"),
+            }
+        }
+        self.after_input(n);
+        if keep {
+            self.summary.forwarded += 1;
+            self.send(n, d);
+        }
+        self.transmit(n);
+        self.schedule(n);
+        self.check_usage(n);
+    }
+
+    /// After any call into node `n`: loop transitions, then its answers.
+    pub(super) fn after_input(&mut self, n: usize) {
+        let closed = self.nodes[n].core.loop_closed();
+        let node = &mut self.nodes[n];
+        let was = node.closed;
+        node.closed = closed;
+        let mut replay = Vec::new();
+        if closed && !node.ever_closed {
+            // The core replays its parked writes when the loop first closes.
+            node.ever_closed = true;
+            replay = std::mem::take(&mut node.parked);
+            self.trace(|| format!("node {n}: loop closed"));
+        }
+        if was && !closed {
+            self.loop_broke(n);
+        }
+        // The core took the replayed requests in order; those it refused are answered now.
+        for &id in &replay {
+            if self.requests[id].state == State::Parked {
+                self.accept(id);
+            }
+        }
+        self.replaying = replay;
+        while let Some((id, answer)) = self.nodes[n].core.poll_answer() {
+            let id = id as usize;
+            let immediate = self.in_command == Some(id) || self.replaying.contains(&id);
+            self.on_answer(n, id, answer, immediate);
+        }
+        self.replaying.clear();
+    }
+
+    /// The core declared its loop broken: it dropped every write still to send.
+    fn loop_broke(&mut self, n: usize) {
+        self.trace(|| format!("node {n}: loop broken"));
+        let node = &mut self.nodes[n];
+        let mut dropped: Vec<usize> = node.queue.drain(..).collect();
+        dropped.extend(node.sending.take());
+        for w in dropped {
+            self.writes[w].cleared = true;
+            self.try_resolve_write(w);
+        }
+    }
+
+    /// Sends node `n`'s new frames, as many as its rate allows now.
+    pub(super) fn transmit(&mut self, n: usize) {
+        loop {
+            let now = self.now_of(n);
+            let node = &mut self.nodes[n];
+            if !node.core.wants_transmit(now) || !node.may_send(self.now) {
+                return;
+            }
+            let mut buf = std::mem::take(&mut node.buf);
+            let Some(len) = node.core.poll_transmit(&mut buf, now) else {
+                self.fail(format!(
+                    "node {n}: wants_transmit said yes and poll_transmit gave nothing"
+                ));
+            };
+            node.sent_one(self.now);
+            let bytes = buf[..len].to_vec();
+            self.nodes[n].buf = buf;
+            self.emitted(n, bytes);
+            self.after_input(n);
+            self.claim_rollback(n);
+        }
+    }
+
+    /// Arms node `n`'s timer for its next deadline (or its next chance to send).
+    pub(super) fn schedule(&mut self, n: usize) {
+        let now = self.now_of(n);
+        let node = &mut self.nodes[n];
+        let deadline = node.core.next_deadline().as_nanos() as u64;
+        let mut at = deadline.saturating_sub(node.spec.mono_offset);
+        if node.core.wants_transmit(now) {
+            at = at.min(node.next_send());
+        }
+        if at <= self.now {
+            // The core's broken-loop check is strict: it fires just after its deadline.
+            at = self.now + US;
+        }
+        if node.timer_at.is_none_or(|t| at < t || t < self.now) {
+            node.timer_at = Some(at);
+            self.push(at, Ev::Timer { node: n });
+        }
+    }
+
+    /// Memory within the configured limits, after every step.
+    pub(super) fn check_usage(&mut self, n: usize) {
+        let node = &self.nodes[n];
+        let u: Usage = node.core.usage();
+        let l = node.spec.limits;
+        if u.requests > l.max_requests
+            || u.write_backlog > l.max_write_backlog
+            || u.reassembly > l.max_reassembly
+            || u.records > l.max_records
+            || u.probes > PROBES_MAX
+            || u.answers != 0
+        {
+            self.fail(format!(
+                "node {n} holds more than its limits allow: {u:?}, limits {l:?}"
+            ));
+        }
+        let s = &mut self.summary;
+        s.peak_requests = s.peak_requests.max(u.requests);
+        s.peak_records = s.peak_records.max(u.records);
+        s.peak_reassembly = s.peak_reassembly.max(u.reassembly);
+        s.peak_backlog = s.peak_backlog.max(u.write_backlog);
+    }
+}
