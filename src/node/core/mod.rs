@@ -194,6 +194,7 @@ impl Core {
         now: Now,
     ) -> bool {
         let mut floor = None;
+        let mut superseded = None;
         if !self.records.is_empty() {
             if let Some(record) = self.records.get_mut(frame.key()) {
                 if version < record.version || (version == record.version && record.deleted) {
@@ -209,10 +210,7 @@ impl Core {
                     record.version = version;
                     record.deleted = false;
                     record.geometry = None;
-                    if let Some(confirm) = record.confirm.take() {
-                        // Ours was written and then overwritten: last writer wins.
-                        self.answers.push_back((confirm.id, Answer::Done));
-                    }
+                    superseded = record.confirm.take();
                 } else if record.geometry.is_some_and(|g| !g.matches(frame)) {
                     // Our own version with a shape we never wrote: not ours.
                     return self.drop_for(DropReason::Inconsistent);
@@ -226,6 +224,9 @@ impl Core {
                     }
                 }
             }
+        }
+        if let Some(confirm) = superseded {
+            self.write_superseded(confirm);
         }
         self.totals.datagrams += 1;
         self.totals.bytes += len as u64;
@@ -250,13 +251,22 @@ impl Core {
         }
         let expires = now.mono + self.probes.retention(self.config.loop_timeout);
         match self.records.record(frame.key(), version, true, expires) {
-            Ok(Some(confirm)) => self.answers.push_back((confirm.id, Answer::Done)),
+            Ok(Some(confirm)) => self.write_superseded(confirm),
             Ok(None) => {}
             // Forwarded all the same: the other nodes record it; this one cannot drop the
             // deleted datagrams as they pass.
             Err(records::Full) => self.refused[requests::REFUSED_RECORDS] += 1,
         }
         true
+    }
+
+    /// A local write not yet confirmed was replaced by a newer version of its key (a write or
+    /// a deletion, from here or elsewhere): it was written, then replaced, so it is done; what
+    /// it had not sent yet is not sent at all (what it sent is dropped as it passes, being
+    /// older than the key's record).
+    fn write_superseded(&mut self, confirm: Confirm) {
+        self.puts.retain(|job| job.id != confirm.id);
+        self.answers.push_back((confirm.id, Answer::Done));
     }
 
     fn finish_gets(&mut self, waiters: Vec<RequestId>, value: Result<Vec<u8>, u64>) {
@@ -305,7 +315,8 @@ impl Core {
             .collect();
         for id in done {
             let get = self.gets.remove(&id).expect("listed above");
-            let progress = self.reassembly.progress(&get.key);
+            let floor = self.records.get(&get.key).map(|r| r.version);
+            let progress = self.reassembly.progress(&get.key, floor);
             self.reassembly.remove_waiter(&get.key, id);
             let failure = match progress {
                 Progress::Partial { have, need } => Failure::new(
@@ -572,7 +583,7 @@ impl Core {
         }
         let expires = now.mono + self.probes.retention(self.config.loop_timeout);
         match self.records.record(key, version, deleted, expires) {
-            Ok(Some(confirm)) => self.answers.push_back((confirm.id, Answer::Done)),
+            Ok(Some(confirm)) => self.write_superseded(confirm),
             Ok(None) => {}
             Err(records::Full) => unreachable!("callers check for room first"),
         }
@@ -702,17 +713,8 @@ impl Core {
             }
             return Some(len);
         }
-        // A write replaced (overwritten or deleted) before all of it went out sends no more.
-        while let Some(job) = self.puts.front() {
-            let current = self
-                .records
-                .get(&job.key)
-                .is_some_and(|r| r.version == job.version && !r.deleted);
-            if current {
-                break;
-            }
-            self.puts.pop_front();
-        }
+        // (A write replaced before all of it went out has left the queue: see
+        // `write_superseded`.)
         let job = self.puts.front_mut()?;
         let range = wire::chunk(job.value.len(), job.next, job.chunk_len);
         let repr = DataRepr {

@@ -144,16 +144,21 @@ impl Reassembly {
     /// How far `key` got: its most complete version, or why none could be kept. A refusal of
     /// a version at least as new as the most complete one explains what is missing better than
     /// a loss would: the value may be whole in the loop.
-    pub fn progress(&self, key: &[u8]) -> Progress {
+    ///
+    /// Versions older than `floor` (the newest write or deletion this node knows of now) are
+    /// not counted: a deleted or overwritten value that went by in part is not a loss.
+    pub fn progress(&self, key: &[u8], floor: Option<Version>) -> Progress {
         let Some(state) = self.keys.get(key) else {
             return Progress::Nothing;
         };
+        let current = |version: Version| floor.is_none_or(|floor| version >= floor);
+        let refused = state.refused.filter(|r| current(r.version));
         let best = state
             .partials
             .iter()
-            .filter(|p| p.received > 0)
+            .filter(|p| p.received > 0 && current(p.version))
             .max_by_key(|p| (p.received, p.version));
-        match (best, state.refused) {
+        match (best, refused) {
             (Some(p), Some(r)) if r.version >= p.version => Progress::NoRoom {
                 value_len: r.value_len,
                 cost: r.cost,
@@ -376,7 +381,10 @@ mod tests {
         r.add_waiter(b"k", 1);
         let fs = frames(b"k", &[0u8; 500], 1, 100);
         offer_all(&mut r, &fs[..2], None);
-        assert_eq!(r.progress(b"k"), Progress::Partial { have: 2, need: 5 });
+        assert_eq!(
+            r.progress(b"k", None),
+            Progress::Partial { have: 2, need: 5 }
+        );
         assert_eq!(r.held_bytes(), 508);
         r.remove_waiter(b"k", 1);
         assert!(r.is_empty());
@@ -403,7 +411,7 @@ mod tests {
         assert_eq!(r.held_bytes(), 1008);
         assert_eq!(r.refused(), 10);
         assert_eq!(
-            r.progress(b"j"),
+            r.progress(b"j", None),
             Progress::NoRoom {
                 value_len: 1000,
                 cost: 1008
@@ -445,7 +453,7 @@ mod tests {
         r.remove_waiter(b"big", 2);
         assert!(offer_all(&mut r, &k[..2], None).is_empty());
         assert_eq!(
-            r.progress(b"k"),
+            r.progress(b"k", None),
             Progress::NoRoom {
                 value_len: 300,
                 cost: 308
@@ -461,6 +469,12 @@ mod tests {
         r.remove_waiter(b"big", 2);
         let new = frames(b"k", &[2u8; 300], 3, 100);
         offer_all(&mut r, &new[..2], None);
-        assert_eq!(r.progress(b"k"), Progress::Partial { have: 2, need: 3 });
+        assert_eq!(
+            r.progress(b"k", None),
+            Progress::Partial { have: 2, need: 3 }
+        );
+        // A deletion or write newer than every version seen: nothing of the key is lost.
+        let floor = Some(Version { hlc: 4, origin: 0 });
+        assert_eq!(r.progress(b"k", floor), Progress::Nothing);
     }
 }
