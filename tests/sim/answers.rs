@@ -121,6 +121,10 @@ impl World {
                         None => self.writes[w].seen_at_done = Some(seen),
                     }
                 }
+                if !full {
+                    // Written, then replaced: the core sends nothing more of it.
+                    self.clear_write(w);
+                }
             }
             Answer::Failed(f) => match f.kind {
                 FailureKind::DataLoss => {

@@ -170,7 +170,7 @@ impl World {
             at = at.min(node.next_send());
         }
         if at <= self.now {
-            // The core's broken-loop check is strict: it fires just after its deadline.
+            // Due now: the next event, a microsecond on (the core fires at its deadline).
             at = self.now + US;
         }
         if node.timer_at.is_none_or(|t| at < t || t < self.now) {

@@ -44,8 +44,8 @@
 //!   taken and gets the deadline of its kind from then.
 //! - STATS: answered by the call.
 //!
-//! Each bound gets 10 µs of slack for the timer granularity (the core declares the loop broken
-//! strictly after its deadline, so the simulator calls `on_timer` 1 µs after `next_deadline`).
+//! Each bound gets 10 µs of slack for the timer granularity (a timer that is due now runs 1 µs
+//! later).
 //! The deadlines are set in `deadlines.rs` (and in `traffic.rs` once a write is all sent).
 
 use std::cell::Cell;
@@ -289,7 +289,7 @@ impl World {
         )
     }
 
-    /// The symptom of a known bug: counted, or a failure in a strict run.
+    /// The symptom of a bug listed in [`Known`]: a failure, or counted in a lenient run.
     pub(super) fn known(&mut self, bug: Known, what: String) {
         if self.strict {
             self.fail(format!("{what} [known bug {bug:?}]"));
