@@ -58,6 +58,22 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
         1000611,
         "core, Known::LingeringWrite: a deleted write's fragments still sent",
     ),
+    (
+        3021608,
+        "core: DATA_LOSS from a rolled-back write that went by before the GET started",
+    ),
+    (
+        3019732,
+        "core: DATA_LOSS from a deleted write that went by before the GET started",
+    ),
+    (
+        3026532,
+        "core: DATA_LOSS from a deleted write that went by before the GET started",
+    ),
+    (
+        3026891,
+        "core: DATA_LOSS from a deleted write that went by before the GET started",
+    ),
 ];
 
 #[test]

@@ -316,7 +316,7 @@ impl Core {
         for id in done {
             let get = self.gets.remove(&id).expect("listed above");
             let floor = self.records.get(&get.key).map(|r| r.version);
-            let progress = self.reassembly.progress(&get.key, floor);
+            let progress = self.reassembly.progress(&get.key, floor, id);
             self.reassembly.remove_waiter(&get.key, id);
             let failure = match progress {
                 Progress::Partial { have, need } => Failure::new(

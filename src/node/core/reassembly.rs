@@ -45,6 +45,8 @@ struct Partial {
     fragment_count: u32,
     have: Vec<u64>,
     received: u32,
+    /// When ([`Reassembly::seq`]) a datagram of it last passed.
+    last: u64,
     buf: Vec<u8>,
 }
 
@@ -74,11 +76,15 @@ struct Refused {
     version: Version,
     value_len: u64,
     cost: u64,
+    /// When ([`Reassembly::seq`]) it was last refused.
+    at: u64,
 }
 
 #[derive(Default)]
 struct KeyState {
-    waiters: Vec<RequestId>,
+    /// The GETs waiting, each with the [`Reassembly::seq`] at which it started: what passed
+    /// before is not its concern.
+    waiters: Vec<(RequestId, u64)>,
     partials: Vec<Partial>,
     /// The newest version refused for want of room, with its claimed length and cost.
     refused: Option<Refused>,
@@ -91,6 +97,8 @@ pub struct Reassembly {
     budget: u64,
     held: u64,
     refused: u64,
+    /// Counts the datagrams offered for wanted keys: the clock of `since` and `last`.
+    seq: u64,
 }
 
 impl Reassembly {
@@ -102,6 +110,7 @@ impl Reassembly {
             budget,
             held: 0,
             refused: 0,
+            seq: 0,
         }
     }
 
@@ -113,11 +122,12 @@ impl Reassembly {
 
     /// Registers GET `id` as waiting for `key`.
     pub fn add_waiter(&mut self, key: &[u8], id: RequestId) {
+        let waiter = (id, self.seq);
         match self.keys.get_mut(key) {
-            Some(state) => state.waiters.push(id),
+            Some(state) => state.waiters.push(waiter),
             None => {
                 let state = KeyState {
-                    waiters: vec![id],
+                    waiters: vec![waiter],
                     ..KeyState::default()
                 };
                 self.keys.insert(key.into(), state);
@@ -128,7 +138,7 @@ impl Reassembly {
     /// Withdraws GET `id`; the key's partial buffers go when its last waiter does.
     pub fn remove_waiter(&mut self, key: &[u8], id: RequestId) {
         if let Some(state) = self.keys.get_mut(key) {
-            state.waiters.retain(|&w| w != id);
+            state.waiters.retain(|&(w, _)| w != id);
             if state.waiters.is_empty() {
                 self.remove_key(key);
             }
@@ -147,16 +157,24 @@ impl Reassembly {
     ///
     /// Versions older than `floor` (the newest write or deletion this node knows of now) are
     /// not counted: a deleted or overwritten value that went by in part is not a loss.
-    pub fn progress(&self, key: &[u8], floor: Option<Version>) -> Progress {
+    ///
+    /// Only what passed while GET `id` waited counts for it: a version that stopped going round
+    /// before it started (deleted, rolled back) is nothing to it.
+    pub fn progress(&self, key: &[u8], floor: Option<Version>, id: RequestId) -> Progress {
         let Some(state) = self.keys.get(key) else {
             return Progress::Nothing;
         };
+        let since = state
+            .waiters
+            .iter()
+            .find(|(w, _)| *w == id)
+            .map_or(0, |&(_, since)| since);
         let current = |version: Version| floor.is_none_or(|floor| version >= floor);
-        let refused = state.refused.filter(|r| current(r.version));
+        let refused = state.refused.filter(|r| current(r.version) && r.at > since);
         let best = state
             .partials
             .iter()
-            .filter(|p| p.received > 0 && current(p.version))
+            .filter(|p| p.received > 0 && current(p.version) && p.last > since)
             .max_by_key(|p| (p.received, p.version));
         match (best, refused) {
             (Some(p), Some(r)) if r.version >= p.version => Progress::NoRoom {
@@ -207,10 +225,12 @@ impl Reassembly {
         if frame.value_len() > self.max_value_size {
             let state = self.remove_key(key)?;
             return Some(Completed {
-                waiters: state.waiters,
+                waiters: state.waiters.into_iter().map(|(id, _)| id).collect(),
                 value: Err(frame.value_len()),
             });
         }
+        self.seq += 1;
+        let seq = self.seq;
         let slot = match state.partials.iter().position(|p| p.version == version) {
             Some(slot) => slot,
             None => {
@@ -231,6 +251,7 @@ impl Reassembly {
                         version,
                         value_len: frame.value_len(),
                         cost: need,
+                        at: seq,
                     };
                     state.refused = Some(state.refused.map_or(refused, |r| r.max(refused)));
                     self.refused += 1;
@@ -245,6 +266,7 @@ impl Reassembly {
                     fragment_count: count,
                     have: vec![0; (count as usize).div_ceil(64)],
                     received: 0,
+                    last: seq,
                     buf: vec![0; frame.value_len() as usize],
                 });
                 state.partials.len() - 1
@@ -254,6 +276,7 @@ impl Reassembly {
         if !partial.matches(frame) {
             return None;
         }
+        partial.last = seq;
         let index = frame.fragment_index();
         let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
         match partial.have.get_mut(word) {
@@ -273,7 +296,7 @@ impl Reassembly {
         let value = std::mem::take(&mut partial.buf);
         let state = self.remove_key(key)?;
         Some(Completed {
-            waiters: state.waiters,
+            waiters: state.waiters.into_iter().map(|(id, _)| id).collect(),
             value: Ok(value),
         })
     }
@@ -382,7 +405,7 @@ mod tests {
         let fs = frames(b"k", &[0u8; 500], 1, 100);
         offer_all(&mut r, &fs[..2], None);
         assert_eq!(
-            r.progress(b"k", None),
+            r.progress(b"k", None, 1),
             Progress::Partial { have: 2, need: 5 }
         );
         assert_eq!(r.held_bytes(), 508);
@@ -411,7 +434,7 @@ mod tests {
         assert_eq!(r.held_bytes(), 1008);
         assert_eq!(r.refused(), 10);
         assert_eq!(
-            r.progress(b"j", None),
+            r.progress(b"j", None, 2),
             Progress::NoRoom {
                 value_len: 1000,
                 cost: 1008
@@ -453,7 +476,7 @@ mod tests {
         r.remove_waiter(b"big", 2);
         assert!(offer_all(&mut r, &k[..2], None).is_empty());
         assert_eq!(
-            r.progress(b"k", None),
+            r.progress(b"k", None, 1),
             Progress::NoRoom {
                 value_len: 300,
                 cost: 308
@@ -470,11 +493,31 @@ mod tests {
         let new = frames(b"k", &[2u8; 300], 3, 100);
         offer_all(&mut r, &new[..2], None);
         assert_eq!(
-            r.progress(b"k", None),
+            r.progress(b"k", None, 1),
             Progress::Partial { have: 2, need: 3 }
         );
         // A deletion or write newer than every version seen: nothing of the key is lost.
         let floor = Some(Version { hlc: 4, origin: 0 });
-        assert_eq!(r.progress(b"k", floor), Progress::Nothing);
+        assert_eq!(r.progress(b"k", floor, 1), Progress::Nothing);
+    }
+
+    #[test]
+    fn what_went_by_before_a_get_started_is_not_its_loss() {
+        let mut r = Reassembly::new(1 << 20, 1 << 20);
+        r.add_waiter(b"k", 1);
+        let rolled_back = frames(b"k", &[1u8; 300], 2, 100);
+        offer_all(&mut r, &rolled_back[..2], None);
+        r.add_waiter(b"k", 2);
+        assert_eq!(
+            r.progress(b"k", None, 1),
+            Progress::Partial { have: 2, need: 3 }
+        );
+        assert_eq!(r.progress(b"k", None, 2), Progress::Nothing);
+        // A fragment seen again while GET 2 waits: the version still goes round.
+        offer_all(&mut r, &rolled_back[..1], None);
+        assert_eq!(
+            r.progress(b"k", None, 2),
+            Progress::Partial { have: 2, need: 3 }
+        );
     }
 }
