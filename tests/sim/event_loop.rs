@@ -100,16 +100,8 @@ impl World {
             ));
         }
         // Every corrupted datagram a node received was counted under a wire error.
-        const WIRE_ERRORS: [DropReason; 6] = [
-            DropReason::Truncated,
-            DropReason::BadMagic,
-            DropReason::UnsupportedVersion,
-            DropReason::UnknownType,
-            DropReason::BadChecksum,
-            DropReason::Malformed,
-        ];
         for (n, node) in self.nodes.iter().enumerate() {
-            let counted: u64 = WIRE_ERRORS.iter().map(|&r| node.core.dropped(r)).sum();
+            let counted: u64 = DropReason::WIRE.iter().map(|&r| node.core.dropped(r)).sum();
             if counted != node.corrupted_in {
                 self.fail(format!(
                     "node {n} received {} corrupted datagrams and counted {counted} as invalid",

@@ -114,6 +114,16 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// The reasons that are a [`wire::Error`]: the datagram is not a well-formed frame.
+    pub const WIRE: [DropReason; 6] = [
+        DropReason::Truncated,
+        DropReason::BadMagic,
+        DropReason::UnsupportedVersion,
+        DropReason::UnknownType,
+        DropReason::BadChecksum,
+        DropReason::Malformed,
+    ];
+
     /// Every reason, in the order of the counters.
     pub const ALL: [DropReason; 12] = [
         DropReason::Truncated,
@@ -237,5 +247,6 @@ mod tests {
             DropReason::from(wire::Error::BadChecksum).as_str(),
             "bad_checksum"
         );
+        assert_eq!(DropReason::WIRE[..], DropReason::ALL[..6]);
     }
 }
