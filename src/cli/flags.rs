@@ -37,6 +37,15 @@ const fn flag(
     }
 }
 
+/// `--socket-buffer`, which the node and the reflector both take.
+const SOCKET_BUFFER: Flag = flag(
+    "socket-buffer",
+    "ELAYDAY_SOCKET_BUFFER",
+    "BYTES",
+    Some("64M"),
+    "kernel UDP buffer to ask for, each direction",
+);
+
 /// Flags of `elayday server`.
 pub const SERVER_FLAGS: &[Flag] = &[
     flag(
@@ -74,13 +83,7 @@ pub const SERVER_FLAGS: &[Flag] = &[
         Some("256M"),
         "largest value to store or fetch (also the gRPC message limit)",
     ),
-    flag(
-        "socket-buffer",
-        "ELAYDAY_SOCKET_BUFFER",
-        "BYTES",
-        Some("64M"),
-        "kernel UDP buffer to ask for, each direction",
-    ),
+    SOCKET_BUFFER,
     flag(
         "loop-timeout",
         "ELAYDAY_LOOP_TIMEOUT",
@@ -148,13 +151,7 @@ pub const REFLECTOR_FLAGS: &[Flag] = &[
         Some("256M"),
         "memory for held datagrams; what does not fit is dropped and counted",
     ),
-    flag(
-        "socket-buffer",
-        "ELAYDAY_SOCKET_BUFFER",
-        "BYTES",
-        Some("64M"),
-        "kernel UDP buffer to ask for, each direction",
-    ),
+    SOCKET_BUFFER,
 ];
 
 /// Where the client commands look for a node, and where `elayday demo` serves: the seed's
