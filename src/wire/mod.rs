@@ -15,7 +15,7 @@ mod format;
 mod frame;
 mod repr;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use format::{
     chunk, compute_checksum, fragment_count, max_chunk_len, Error, FrameType, DATA_HEADER_LEN,

@@ -7,13 +7,19 @@ const DATAGRAM: usize = 1232;
 
 /// Emits every DATA fragment of `value` and returns the frames.
 fn fragments(key: &[u8], value: &[u8], chunk_len: u16) -> Vec<Vec<u8>> {
+    fragments_at(key, value, 0x0001_8c2e_5a6b_0003, chunk_len)
+}
+
+/// Emits every DATA fragment of `value`, written by node 7 at stamp `hlc`, checking that each
+/// emit writes exactly its length; for the tests of other modules too.
+pub(crate) fn fragments_at(key: &[u8], value: &[u8], hlc: u64, chunk_len: u16) -> Vec<Vec<u8>> {
     let value_len = value.len() as u64;
     let count = u32::try_from(fragment_count(value_len, chunk_len)).unwrap();
     (0..count)
         .map(|i| {
             let repr = DataRepr {
                 origin: 7,
-                hlc: 0x0001_8c2e_5a6b_0003,
+                hlc,
                 value_len,
                 fragment_index: i,
                 fragment_count: count,

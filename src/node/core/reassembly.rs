@@ -305,29 +305,8 @@ impl Reassembly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{chunk, fragment_count, DataRepr, Frame, Kind};
-
-    fn frames(key: &[u8], value: &[u8], hlc: u64, chunk_len: u16) -> Vec<Vec<u8>> {
-        let count = fragment_count(value.len() as u64, chunk_len) as u32;
-        (0..count)
-            .map(|i| {
-                let repr = DataRepr {
-                    origin: 7,
-                    hlc,
-                    value_len: value.len() as u64,
-                    fragment_index: i,
-                    fragment_count: count,
-                    chunk_len,
-                    parity_count: 0,
-                    key,
-                    payload: &value[chunk(value.len(), i, chunk_len)],
-                };
-                let mut buf = vec![0; repr.buffer_len()];
-                repr.emit(&mut buf);
-                buf
-            })
-            .collect()
-    }
+    use crate::wire::tests::fragments_at as frames;
+    use crate::wire::{Frame, Kind};
 
     fn offer_all(r: &mut Reassembly, frames: &[Vec<u8>], floor: Option<Version>) -> Vec<Completed> {
         frames

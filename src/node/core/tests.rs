@@ -104,6 +104,28 @@ impl Loop {
     }
 }
 
+/// A DATA frame from another node, as bytes.
+fn emit(repr: &DataRepr<'_>) -> Vec<u8> {
+    let mut buf = vec![0; repr.buffer_len()];
+    repr.emit(&mut buf);
+    buf
+}
+
+/// A one-fragment value `value` of `key`, written by node `origin` at stamp `hlc`.
+fn whole_value(origin: u64, hlc: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
+    emit(&DataRepr {
+        origin,
+        hlc,
+        value_len: value.len() as u64,
+        fragment_index: 0,
+        fragment_count: 1,
+        chunk_len: 100,
+        parity_count: 0,
+        key,
+        payload: value,
+    })
+}
+
 fn limits() -> Limits {
     Limits::defaults(1 << 20)
 }
@@ -169,8 +191,7 @@ fn a_forged_fragment_of_a_write_being_confirmed_is_dropped() {
         key: b"k",
         payload: &[0; 10],
     };
-    let mut buf = vec![0; forged.buffer_len()];
-    forged.emit(&mut buf);
+    let buf = emit(&forged);
     assert!(!l.core.on_datagram(&buf, l.now));
     assert_eq!(l.core.dropped(DropReason::Inconsistent), 1);
     l.run(LAP * 3);
@@ -294,8 +315,7 @@ fn a_get_whose_value_finds_no_room_says_so() {
         key: b"j",
         payload: &[6; 100],
     };
-    let mut buf = vec![0; first.buffer_len()];
-    first.emit(&mut buf);
+    let buf = emit(&first);
     assert!(l.core.on_datagram(&buf, l.now));
     assert_eq!(l.core.usage().reassembly, 908);
     let f = failed(l.get("k"));
@@ -325,19 +345,7 @@ fn the_largest_value_reads_back_at_the_least_reassembly_memory() {
 fn a_key_stamped_by_a_clock_far_ahead_refuses_writes_with_a_reason() {
     let mut l = Loop::new(limits());
     let ahead = clock::stamp(l.now.unix_ms + 2 * 60 * 60 * 1000);
-    let repr = DataRepr {
-        origin: 99,
-        hlc: ahead,
-        value_len: 1,
-        fragment_index: 0,
-        fragment_count: 1,
-        chunk_len: 100,
-        parity_count: 0,
-        key: b"k",
-        payload: b"x",
-    };
-    let mut buf = vec![0; repr.buffer_len()];
-    repr.emit(&mut buf);
+    let buf = whole_value(99, ahead, b"k", b"x");
     assert!(matches!(l.put("k", b"ours"), Answer::Done));
     assert!(
         l.core.on_datagram(&buf, l.now),
@@ -387,19 +395,7 @@ fn a_broken_loop_fails_what_waits_and_heals() {
 #[test]
 fn a_deletion_heard_from_elsewhere_does_not_hide_a_newer_write() {
     let mut l = Loop::new(limits());
-    let write = DataRepr {
-        origin: 99,
-        hlc: clock::stamp(l.now.unix_ms + 5),
-        value_len: 3,
-        fragment_index: 0,
-        fragment_count: 1,
-        chunk_len: 100,
-        parity_count: 0,
-        key: b"k",
-        payload: b"new",
-    };
-    let mut data = vec![0; write.buffer_len()];
-    write.emit(&mut data);
+    let data = whole_value(99, clock::stamp(l.now.unix_ms + 5), b"k", b"new");
     assert!(l.core.on_datagram(&data, l.now));
     l.flight.push((l.now.mono + LAP, data));
     let tombstone = wire::TombstoneRepr {
