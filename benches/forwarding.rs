@@ -108,9 +108,13 @@ fn measure(binary: &str, fill: usize) -> f64 {
         stored += len;
         n += 1;
     }
-    // Two periods for the last value to spread round the loop, then three seconds.
-    std::thread::sleep(Duration::from_millis(500));
-    let before = stats(&client).unwrap();
+    // Until a whole loop carried everything stored (datagrams count their headers too), or ten
+    // seconds if the loop lost some of it; then three seconds of forwarding.
+    let spread = Instant::now() + Duration::from_secs(10);
+    let mut before = stats(&client).unwrap();
+    while before.circulating_bytes < stored as u64 && Instant::now() < spread {
+        before = stats(&client).unwrap();
+    }
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     let after = stats(&client).unwrap();
