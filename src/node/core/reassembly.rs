@@ -235,18 +235,18 @@ impl Reassembly {
             Some(slot) => slot,
             None => {
                 let need = cost(frame.value_len(), frame.fragment_count());
-                let mut freed = 0;
-                if state.partials.len() == MAX_VERSIONS_PER_KEY {
-                    let oldest = (0..state.partials.len())
+                // A key keeps its newest versions: a new one takes the oldest one's place,
+                // if that makes room for it.
+                let evict = (state.partials.len() == MAX_VERSIONS_PER_KEY).then(|| {
+                    (0..state.partials.len())
                         .min_by_key(|&i| state.partials[i].version)
-                        .unwrap_or(0);
-                    if state.partials[oldest].version > version {
-                        return None; // older than every version kept
-                    }
-                    freed = state.partials.swap_remove(oldest).cost();
+                        .unwrap_or(0)
+                });
+                if evict.is_some_and(|oldest| state.partials[oldest].version > version) {
+                    return None; // older than every version kept
                 }
-                self.held -= freed;
-                if self.held + need > self.budget {
+                let freed = evict.map_or(0, |oldest| state.partials[oldest].cost());
+                if self.held - freed + need > self.budget {
                     let refused = Refused {
                         version,
                         value_len: frame.value_len(),
@@ -257,7 +257,10 @@ impl Reassembly {
                     self.refused += 1;
                     return None;
                 }
-                self.held += need;
+                if let Some(oldest) = evict {
+                    state.partials.swap_remove(oldest);
+                }
+                self.held = self.held - freed + need;
                 let count = frame.fragment_count();
                 state.partials.push(Partial {
                     version,
@@ -498,5 +501,23 @@ mod tests {
             r.progress(b"k", None, 2),
             Progress::Partial { have: 2, need: 3 }
         );
+    }
+
+    #[test]
+    fn a_version_with_no_room_does_not_evict_one_kept() {
+        // Four versions of 100 bytes are kept (432 bytes held); a fifth of 600 would not fit
+        // even in the oldest one's place, so the oldest stays and can still complete.
+        let mut r = Reassembly::new(1 << 20, 800);
+        r.add_waiter(b"k", 1);
+        let oldest = frames(b"k", &[1u8; 100], 1, 50);
+        offer_all(&mut r, &oldest[..1], None);
+        for hlc in 2..=4 {
+            offer_all(&mut r, &frames(b"k", &[hlc as u8; 100], hlc, 50)[..1], None);
+        }
+        assert_eq!(r.held_bytes(), 432);
+        offer_all(&mut r, &frames(b"k", &[9u8; 600], 5, 50)[..1], None);
+        assert_eq!(r.held_bytes(), 432);
+        let done = offer_all(&mut r, &oldest[1..], None);
+        assert_eq!(done[0].value.as_ref().unwrap(), &vec![1u8; 100]);
     }
 }
