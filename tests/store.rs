@@ -68,6 +68,35 @@ fn keys_are_validated() {
 }
 
 #[test]
+fn requests_past_max_requests_are_refused_and_counted() {
+    let (node, _reflector) = node_with_reflector("1", &["--max-requests", "2"]);
+    let grpc = node.grpc;
+    let start = std::sync::Arc::new(std::sync::Barrier::new(3));
+    let gets: Vec<_> = (0..3)
+        .map(|g| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                let c = client(grpc);
+                start.wait();
+                code(get(&c, &format!("missing-{g}")))
+            })
+        })
+        .collect();
+    let answers: Vec<_> = gets.into_iter().map(|g| g.join().unwrap()).collect();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(c, _)| *c == RpcStatusCode::RESOURCE_EXHAUSTED)
+        .collect();
+    assert_eq!(refused.len(), 1, "{answers:?}");
+    assert!(refused[0].1.contains("--max-requests"), "{answers:?}");
+    let not_found = answers
+        .iter()
+        .filter(|(c, _)| *c == RpcStatusCode::NOT_FOUND);
+    assert_eq!(not_found.count(), 2, "{answers:?}");
+    assert_eq!(stats(&node.client).unwrap().refused["requests_full"], 1);
+}
+
+#[test]
 fn values_over_the_limit_are_refused() {
     let (node, _reflector) = node_with_reflector("0.2", &["--max-value-size", "1M"]);
     let (c, message) = code(put(&node.client, "big", &vec![0; (1 << 20) + 1]));

@@ -18,7 +18,7 @@ use grpcio::{
     DuplexSink, Method, RequestStream, RpcStatus, RpcStatusCode, ServiceBuilder, WriteFlags,
 };
 
-use crate::node::{Answer, Command, FailureKind, NodeHandle, RequestId, Stats};
+use crate::node::{Answer, Command, Failure, FailureKind, NodeHandle, RequestId, Stats};
 use crate::proto::elayday::*;
 use crate::proto::grpc::*;
 
@@ -167,10 +167,7 @@ async fn serve<Req, Resp>(
         Err(full) => {
             let status = RpcStatus::with_message(
                 RpcStatusCode::RESOURCE_EXHAUSTED,
-                format!(
-                    "this node holds {} requests already (--max-requests); try again later",
-                    full.capacity
-                ),
+                Failure::too_many_requests(full.capacity).message,
             );
             let _ = sink.fail(status).await;
             return;

@@ -193,6 +193,7 @@ impl Driver {
                     kernel_drops: io.kernel_drops.load(Ordering::Relaxed),
                     send_failed: io.send_failed.load(Ordering::Relaxed),
                     pending_requests: self.pending.len() as u64,
+                    pending_refused: self.pending.refused(),
                 };
                 let stats = self.core.stats(now, figures);
                 self.pending.complete(id, Answer::Stats(Box::new(stats)));

@@ -27,6 +27,7 @@ pub struct Pending {
     next_id: AtomicU64,
     entries: Mutex<HashMap<RequestId, Entry>>,
     capacity: usize,
+    refused: AtomicU64,
 }
 
 /// The table is full: the request was not registered.
@@ -43,6 +44,7 @@ impl Pending {
             next_id: AtomicU64::new(0),
             entries: Mutex::new(HashMap::new()),
             capacity,
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -50,6 +52,7 @@ impl Pending {
     pub fn register(&self) -> Result<RequestId, Full> {
         let mut entries = self.entries.lock();
         if entries.len() >= self.capacity {
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Full {
                 capacity: self.capacity,
             });
@@ -120,6 +123,11 @@ impl Pending {
         }
     }
 
+    /// Requests refused so far, the table being full.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     /// Requests currently waiting.
     pub fn len(&self) -> usize {
         self.entries.lock().len()
@@ -179,6 +187,7 @@ mod tests {
         let a = pending.register().unwrap();
         pending.register().unwrap();
         assert_eq!(pending.register(), Err(Full { capacity: 2 }));
+        assert_eq!(pending.refused(), 1);
         pending.forget(a);
         pending.register().unwrap();
     }

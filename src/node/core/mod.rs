@@ -510,8 +510,7 @@ impl Core {
         }
         let max = self.config.limits.max_requests;
         if self.requests_held() >= max {
-            let message =
-                format!("this node holds {max} requests already (--max-requests); try again later");
+            let message = Failure::too_many_requests(max).message;
             return self.refuse(id, requests::REFUSED_REQUESTS, message);
         }
         if let Command::Put { value, .. } = &command {
@@ -769,10 +768,12 @@ impl Core {
                 (r.as_str(), self.dropped[r as usize] + outside)
             })
             .collect();
+        let mut counts = self.refused;
+        counts[requests::REFUSED_REQUESTS] += io.pending_refused;
         let refused = requests::REFUSALS
             .iter()
             .copied()
-            .zip(self.refused)
+            .zip(counts)
             .chain([("reassembly_full", self.reassembly.refused())])
             .collect();
         Stats {

@@ -68,6 +68,15 @@ impl Failure {
             message: message.into(),
         }
     }
+
+    /// The refusal of a request past `--max-requests` (`max`), by the core or by the table
+    /// where gRPC calls wait.
+    pub fn too_many_requests(max: usize) -> Failure {
+        Failure::new(
+            FailureKind::ResourceExhausted,
+            format!("this node holds {max} requests already (--max-requests); try again later"),
+        )
+    }
 }
 
 /// The answer to a request.
@@ -216,6 +225,8 @@ pub struct IoFigures {
     pub send_failed: u64,
     /// Requests waiting in the API's table.
     pub pending_requests: u64,
+    /// Requests that table refused, being full.
+    pub pending_refused: u64,
 }
 
 /// What a core holds now, table by table (see [`Core::usage`]).
