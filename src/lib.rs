@@ -7,6 +7,7 @@
 //! Modules, one concern each (a folder for each part made of several files; every file opens
 //! with what it owns and what it must not do):
 //! - [`wire`]: the datagram format, a checked view over bytes plus emitters.
+//! - [`coding`]: the Reed-Solomon erasure code over a stripe's fragments (parity, rebuild).
 //! - [`daemon`]: the shutdown flag, the role-thread supervisor ([`daemon::spawn_role`]: a dead
 //!   thread ends the process), SIGINT/SIGTERM, readiness messages to systemd.
 //! - [`udp`]: batched datagram I/O (recvmmsg/sendmmsg, GRO/GSO) and socket setup.
@@ -25,6 +26,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod coding;
 pub mod daemon;
 pub mod node;
 pub mod reflector;

@@ -110,7 +110,21 @@ pub const SERVER_FLAGS: &[Flag] = &[
         "ELAYDAY_MAX_REASSEMBLY",
         "BYTES",
         Some("512M"),
-        "memory for values being put together for GETs (at least --max-value-size + 0.1 %)",
+        "memory for values being put together for GETs (at least --max-value-size + 50 %)",
+    ),
+    flag(
+        "fec",
+        "ELAYDAY_FEC",
+        "DATA+PARITY",
+        Some("32+8"),
+        "stripes of the values this node writes: DATA datagrams, then PARITY to rebuild them",
+    ),
+    flag(
+        "max-repair",
+        "ELAYDAY_MAX_REPAIR",
+        "BYTES",
+        Some("64M"),
+        "memory for the stripes passing now, to rebuild lost datagrams (at least 4M)",
     ),
     flag(
         "max-records",

@@ -27,7 +27,8 @@ use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
-use crate::node::{Limits, NodeConfig, IP_UDP_OVERHEAD};
+use crate::node::{Fec, Limits, NodeConfig, IP_UDP_OVERHEAD};
+use crate::wire;
 use crate::reflector::ReflectorConfig;
 use crate::udp::SocketOptions;
 
@@ -266,6 +267,7 @@ fn server(
         return Err(usage(format!("{source}: must be at least 0.01 seconds")));
     }
     let limits = limits(values, max_value_size)?;
+    let fec = fec(values)?;
     let metrics = match values.get("bind-metrics") {
         Some(("", _)) | None => None,
         Some((addr, source)) => Some(socket_addr(addr, source)?),
@@ -277,6 +279,7 @@ fn server(
         socket_buffer,
         loop_timeout,
         limits,
+        fec,
     };
     debug_assert!(node.mtu > IP_UDP_OVERHEAD);
     Ok(Invocation::Server {
@@ -316,10 +319,39 @@ fn limits(values: &Values, max_value_size: u64) -> Result<Limits, UsageError> {
         max_reassembly: at_least(
             "max-reassembly",
             Limits::min_reassembly(max_value_size),
-            "--max-value-size and 0.1 % for bookkeeping: the largest value could never be read",
+            "--max-value-size and 50 % for parity and bookkeeping: the largest value could never \
+             be read",
         )?,
         max_records: count("max-records")?,
+        max_repair: at_least(
+            "max-repair",
+            MIN_REPAIR,
+            "too little to hold the largest stripe",
+        )?,
     })
+}
+
+/// The least `--max-repair`: one stripe of the largest shape at the largest MTU, with room.
+const MIN_REPAIR: u64 = 4 << 20;
+
+/// `--fec DATA+PARITY`.
+fn fec(values: &Values) -> Result<Fec, UsageError> {
+    let (text, source) = values.required("fec")?;
+    let bad = || {
+        usage(format!(
+            "{source}: '{text}' is not DATA+PARITY (1 to {} data and 0 to {} parity datagrams \
+             per stripe, e.g. 32+8)",
+            wire::MAX_STRIPE_DATA,
+            wire::MAX_STRIPE_PARITY
+        ))
+    };
+    let (data, parity) = text.trim().split_once('+').ok_or_else(bad)?;
+    let data: u16 = data.trim().parse().map_err(|_| bad())?;
+    let parity: u16 = parity.trim().parse().map_err(|_| bad())?;
+    if !(1..=wire::MAX_STRIPE_DATA).contains(&data) || parity > wire::MAX_STRIPE_PARITY {
+        return Err(bad());
+    }
+    Ok(Fec { data, parity })
 }
 
 fn reflector(values: &Values) -> Result<Invocation, UsageError> {

@@ -22,7 +22,9 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use self::core::CoreConfig;
-pub use self::core::{Answer, Command, DropReason, Failure, FailureKind, Limits, RequestId, Stats};
+pub use self::core::{
+    Answer, Command, DropReason, Failure, FailureKind, Fec, Limits, RequestId, Stats,
+};
 use self::driver::Driver;
 use self::pending::Pending;
 use self::ring::Ring;
@@ -50,6 +52,8 @@ pub struct NodeConfig {
     pub loop_timeout: Duration,
     /// What the node may hold in memory.
     pub limits: Limits,
+    /// Stripe shape of the values this node writes.
+    pub fec: Fec,
 }
 
 impl NodeConfig {
@@ -123,6 +127,7 @@ impl Node {
             loop_timeout: config.loop_timeout,
             destination: config.destination.to_string(),
             limits: config.limits,
+            fec: config.fec,
         };
         let driver = Driver::new(
             core_config,

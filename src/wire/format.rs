@@ -10,17 +10,23 @@ use core::ops::Range;
 /// The first four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"ELDY";
 /// The only format version this module reads and writes.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 /// Length of the common header that starts every frame.
-pub const HEADER_LEN: usize = 28;
+pub const HEADER_LEN: usize = 32;
 /// Length of the DATA / PARITY header (common header included), before the key.
-pub const DATA_HEADER_LEN: usize = 52;
+pub const DATA_HEADER_LEN: usize = 56;
 /// Length of the TOMBSTONE header (common header included), before the key.
-pub const TOMBSTONE_HEADER_LEN: usize = 32;
-/// Exact length of a PROBE frame.
-pub const PROBE_LEN: usize = 44;
+pub const TOMBSTONE_HEADER_LEN: usize = 36;
+/// Exact length of a PROBE frame (unsealed).
+pub const PROBE_LEN: usize = 48;
 /// Longest key a frame may carry. Keys are never empty.
 pub const MAX_KEY_LEN: usize = 1024;
+/// Length of the authentication tag that ends a sealed frame (one whose key epoch is not 0).
+pub const TAG_LEN: usize = 16;
+/// Most data fragments in one stripe.
+pub const MAX_STRIPE_DATA: u16 = 256;
+/// Most parity fragments in one stripe.
+pub const MAX_STRIPE_PARITY: u16 = 128;
 
 /// Byte ranges and offsets of the fields, as in the tables of `docs/wire-format.md`.
 pub(super) mod field {
@@ -33,24 +39,25 @@ pub(super) mod field {
     pub const CHECKSUM: Range<usize> = 8..12;
     pub const ORIGIN: Range<usize> = 12..20;
     pub const HLC: Range<usize> = 20..28;
+    pub const EPOCH: Range<usize> = 28..32;
 
     // DATA and PARITY.
-    pub const VALUE_LEN: Range<usize> = 28..36;
-    pub const FRAGMENT_INDEX: Range<usize> = 36..40;
-    pub const FRAGMENT_COUNT: Range<usize> = 40..44;
-    pub const CHUNK_LEN: Range<usize> = 44..46;
-    pub const PARITY_COUNT: usize = 46;
-    pub const DATA_RESERVED_1: usize = 47;
-    pub const DATA_KEY_LEN: Range<usize> = 48..50;
-    pub const DATA_RESERVED_2: Range<usize> = 50..52;
+    pub const VALUE_LEN: Range<usize> = 32..40;
+    pub const STRIPE: Range<usize> = 40..44;
+    pub const SHARD: Range<usize> = 44..46;
+    pub const CHUNK_LEN: Range<usize> = 46..48;
+    pub const STRIPE_DATA: Range<usize> = 48..50;
+    pub const STRIPE_PARITY: Range<usize> = 50..52;
+    pub const DATA_KEY_LEN: Range<usize> = 52..54;
+    pub const DATA_RESERVED: Range<usize> = 54..56;
 
     // TOMBSTONE.
-    pub const TOMBSTONE_KEY_LEN: Range<usize> = 28..30;
-    pub const TOMBSTONE_RESERVED: Range<usize> = 30..32;
+    pub const TOMBSTONE_KEY_LEN: Range<usize> = 32..34;
+    pub const TOMBSTONE_RESERVED: Range<usize> = 34..36;
 
     // PROBE.
-    pub const SEQUENCE: Range<usize> = 28..36;
-    pub const SENT_AT_NS: Range<usize> = 36..44;
+    pub const SEQUENCE: Range<usize> = 32..40;
+    pub const SENT_AT_NS: Range<usize> = 40..48;
 }
 
 /// The kind of a frame, byte 5 of the common header.
@@ -62,8 +69,7 @@ pub enum FrameType {
     Tombstone,
     /// A ring latency probe (code 3).
     Probe,
-    /// A forward-error-correction shard (code 4). Reserved: v1 never emits one, but accepts
-    /// and forwards it so that later nodes can use it.
+    /// A parity fragment of a stripe (code 4): Reed-Solomon parity over the stripe's data.
     Parity,
 }
 
@@ -135,26 +141,123 @@ pub fn fragment_count(value_len: u64, chunk_len: u16) -> u64 {
     value_len.div_ceil(u64::from(chunk_len))
 }
 
-/// Byte range of fragment `index` inside a value of `value_len` bytes cut into chunks of
+/// Byte range of data fragment `index` inside a value of `value_len` bytes cut into chunks of
 /// `chunk_len` bytes. For `index >= fragment_count(..)` the range is empty (at `value_len`).
-pub fn chunk(value_len: usize, index: u32, chunk_len: u16) -> Range<usize> {
+pub fn chunk(value_len: usize, index: u64, chunk_len: u16) -> Range<usize> {
     let len = value_len as u64;
-    let start = (u64::from(index) * u64::from(chunk_len)).min(len);
+    let start = index.saturating_mul(u64::from(chunk_len)).min(len);
     let end = (start + u64::from(chunk_len)).min(len);
     // Both are at most `value_len`, so they fit in usize.
     start as usize..end as usize
 }
 
+/// How a value is cut: into data fragments of `chunk_len` bytes, grouped in stripes of `data`
+/// data fragments (the last stripe may have fewer), each stripe followed by `parity` parity
+/// fragments of `chunk_len` bytes. Every DATA and PARITY frame of a value carries it whole.
+///
+/// Fragment `shard` of stripe `s` is data fragment `s * data + shard` of the value when
+/// `shard < data_in(s)`, else parity fragment `shard - data_in(s)` of the stripe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    pub value_len: u64,
+    pub chunk_len: u16,
+    /// Data fragments per stripe (`1..=MAX_STRIPE_DATA`).
+    pub data: u16,
+    /// Parity fragments per stripe (`0..=MAX_STRIPE_PARITY`).
+    pub parity: u16,
+}
+
+impl Geometry {
+    /// Whether the fields are within the format's limits: `chunk_len` even and not 0, `data`
+    /// in `1..=MAX_STRIPE_DATA`, `parity` at most `MAX_STRIPE_PARITY`, and a stripe count
+    /// that fits the 32-bit stripe field.
+    pub fn is_valid(&self) -> bool {
+        self.chunk_len != 0
+            && self.chunk_len % 2 == 0
+            && (1..=MAX_STRIPE_DATA).contains(&self.data)
+            && self.parity <= MAX_STRIPE_PARITY
+            && self.stripe_count() <= u64::from(u32::MAX) + 1
+    }
+
+    /// Data fragments of the value (see [`fragment_count`]; an invalid `chunk_len` of 0 counts
+    /// as 1 here rather than panic).
+    pub fn fragment_count(&self) -> u64 {
+        fragment_count(self.value_len, self.chunk_len.max(1))
+    }
+
+    /// Stripes of the value: `ceil(fragment_count / data)`, at least 1.
+    pub fn stripe_count(&self) -> u64 {
+        self.fragment_count().div_ceil(u64::from(self.data.max(1)))
+    }
+
+    /// Data fragments in stripe `stripe`: `data`, but fewer in a short last stripe (0 past
+    /// the last stripe).
+    pub fn data_in(&self, stripe: u32) -> u16 {
+        let first = u64::from(stripe) * u64::from(self.data);
+        let left = self.fragment_count().saturating_sub(first);
+        // At most `data`, a u16.
+        left.min(u64::from(self.data)) as u16
+    }
+
+    /// Fragments in stripe `stripe`, data and parity (`parity` more than [`Geometry::data_in`]).
+    pub fn shards_in(&self, stripe: u32) -> u32 {
+        u32::from(self.data_in(stripe)) + u32::from(self.parity)
+    }
+
+    /// Every datagram of the value: its data fragments and every stripe's parity.
+    pub fn datagram_count(&self) -> u64 {
+        self.fragment_count() + self.stripe_count() * u64::from(self.parity)
+    }
+
+    /// Index among the value's data fragments of fragment `shard` of stripe `stripe`, or
+    /// `None` for a parity fragment.
+    pub fn data_index(&self, stripe: u32, shard: u16) -> Option<u64> {
+        (shard < self.data_in(stripe)).then(|| u64::from(stripe) * u64::from(self.data) + u64::from(shard))
+    }
+
+    /// Payload length of fragment `shard` of stripe `stripe`: its chunk of the value for a
+    /// data fragment, `chunk_len` for parity.
+    pub fn payload_len(&self, stripe: u32, shard: u16) -> usize {
+        match self.data_index(stripe, shard) {
+            Some(index) => chunk(self.value_len as usize, index, self.chunk_len).len(),
+            None => usize::from(self.chunk_len),
+        }
+    }
+}
+
+/// The order in which a node sends the fragments of a value: stripes in groups of `depth`,
+/// and within a group position 0 of each stripe, then position 1 of each, and so on. A burst of
+/// `b` consecutive losses then takes at most `ceil(b / depth)` fragments of any one stripe of a
+/// group. Yields `(stripe, shard)`.
+pub fn interleaved(geometry: Geometry, depth: u32) -> impl Iterator<Item = (u32, u16)> {
+    let stripes = geometry.stripe_count().min(u64::from(u32::MAX) + 1);
+    let depth = u64::from(depth.max(1));
+    let width = u32::from(geometry.data) + u32::from(geometry.parity);
+    (0..stripes.div_ceil(depth)).flat_map(move |group| {
+        let first = group * depth;
+        let last = (first + depth).min(stripes);
+        (0..width).flat_map(move |position| {
+            (first..last).filter_map(move |stripe| {
+                // `stripe < stripes <= 2^32`, so it fits.
+                let stripe = stripe as u32;
+                (position < geometry.shards_in(stripe)).then_some((stripe, position as u16))
+            })
+        })
+    })
+}
+
 /// Payload bytes that fit in one datagram of at most `max_datagram` bytes for a key of
-/// `key_len` bytes (0 if none fit, or if `key_len` is 0 or above [`MAX_KEY_LEN`], since no
-/// valid frame carries such a key). Capped at `u16::MAX`, the largest `chunk_len`.
+/// `key_len` bytes, rounded down to an even number (every `chunk_len` is even); 0 if none fit,
+/// or if `key_len` is 0 or above [`MAX_KEY_LEN`], since no valid frame carries such a key.
+/// Capped at 65534, the largest even `chunk_len`.
 pub fn max_chunk_len(max_datagram: usize, key_len: usize) -> usize {
     if key_len == 0 || key_len > MAX_KEY_LEN {
         return 0;
     }
-    max_datagram
+    let room = max_datagram
         .saturating_sub(DATA_HEADER_LEN + key_len)
-        .min(usize::from(u16::MAX))
+        .min(usize::from(u16::MAX));
+    room & !1
 }
 
 /// CRC32C (Castagnoli) of a datagram with its checksum field (bytes 8..12) taken as zero.

@@ -8,8 +8,8 @@
 use core::ops::Range;
 
 use super::format::{
-    compute_checksum, field, fragment_count, Error, FrameType, DATA_HEADER_LEN, FORMAT_VERSION,
-    HEADER_LEN, MAGIC, MAX_KEY_LEN, PROBE_LEN, TOMBSTONE_HEADER_LEN,
+    compute_checksum, field, Error, FrameType, Geometry, DATA_HEADER_LEN, FORMAT_VERSION,
+    HEADER_LEN, MAGIC, MAX_KEY_LEN, PROBE_LEN, TAG_LEN, TOMBSTONE_HEADER_LEN,
 };
 
 fn read_u16(buf: &[u8], at: Range<usize>) -> u16 {
@@ -43,9 +43,9 @@ pub struct Frame<T: AsRef<[u8]>> {
 /// The part of a checked frame that only its type has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind<'a> {
-    /// One fragment of a value.
+    /// One data fragment of a value.
     Data(DataFrame<'a>),
-    /// A forward-error-correction shard (same fields as DATA).
+    /// A parity fragment of a stripe (same fields as DATA).
     Parity(DataFrame<'a>),
     /// A deletion.
     Tombstone(TombstoneFrame<'a>),
@@ -99,9 +99,22 @@ impl<T: AsRef<[u8]>> Frame<T> {
         read_u64(self.buffer.as_ref(), field::HLC)
     }
 
+    /// The key epoch: 0 for a frame sent in the clear, else the epoch of the ring key that
+    /// sealed it (the frame then ends in a [`TAG_LEN`]-byte tag).
+    pub fn epoch(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::EPOCH)
+    }
+
+    /// The authentication tag that ends a sealed frame; `None` in the clear.
+    pub fn tag(&self) -> Option<&[u8]> {
+        let buf = self.buffer.as_ref();
+        (self.epoch() != 0).then(|| &buf[buf.len() - TAG_LEN..])
+    }
+
     /// The fields of this frame's type.
     pub fn kind(&self) -> Kind<'_> {
         let buf = self.buffer.as_ref();
+        let buf = &buf[..buf.len() - self.tag().map_or(0, <[u8]>::len)];
         match self.frame_type {
             FrameType::Data => Kind::Data(DataFrame { buf }),
             FrameType::Parity => Kind::Parity(DataFrame { buf }),
@@ -123,25 +136,51 @@ impl<'a> DataFrame<'a> {
         read_u64(self.buf, field::VALUE_LEN)
     }
 
-    /// Index of this fragment: below `fragment_count` for DATA, below `parity_count` for
-    /// PARITY.
-    pub fn fragment_index(&self) -> u32 {
-        read_u32(self.buf, field::FRAGMENT_INDEX)
+    /// The stripe this fragment belongs to: below [`Geometry::stripe_count`].
+    pub fn stripe(&self) -> u32 {
+        read_u32(self.buf, field::STRIPE)
     }
 
-    /// Number of data fragments of the value: `fragment_count(value_len, chunk_len)`.
-    pub fn fragment_count(&self) -> u32 {
-        read_u32(self.buf, field::FRAGMENT_COUNT)
+    /// Position of this fragment in its stripe: data below [`Geometry::data_in`], parity from
+    /// there to [`Geometry::shards_in`].
+    pub fn shard(&self) -> u16 {
+        read_u16(self.buf, field::SHARD)
     }
 
-    /// Payload bytes of every data fragment but the last (never 0).
+    /// Payload bytes of every data fragment but the last, and of every parity fragment (even,
+    /// never 0).
     pub fn chunk_len(&self) -> u16 {
         read_u16(self.buf, field::CHUNK_LEN)
     }
 
-    /// Number of parity shards of the value (0 in v1).
-    pub fn parity_count(&self) -> u8 {
-        self.buf[field::PARITY_COUNT]
+    /// Data fragments per stripe (1 to [`super::MAX_STRIPE_DATA`]).
+    pub fn stripe_data(&self) -> u16 {
+        read_u16(self.buf, field::STRIPE_DATA)
+    }
+
+    /// Parity fragments per stripe (0 to [`super::MAX_STRIPE_PARITY`]).
+    pub fn stripe_parity(&self) -> u16 {
+        read_u16(self.buf, field::STRIPE_PARITY)
+    }
+
+    /// How the value is cut, as every fragment of it says.
+    pub fn geometry(&self) -> Geometry {
+        Geometry {
+            value_len: self.value_len(),
+            chunk_len: self.chunk_len(),
+            data: self.stripe_data(),
+            parity: self.stripe_parity(),
+        }
+    }
+
+    /// Number of data fragments of the value.
+    pub fn fragment_count(&self) -> u64 {
+        self.geometry().fragment_count()
+    }
+
+    /// Index of this fragment among the value's data fragments; `None` for PARITY.
+    pub fn data_index(&self) -> Option<u64> {
+        self.geometry().data_index(self.stripe(), self.shard())
     }
 
     /// The key: 1 to [`MAX_KEY_LEN`] bytes.
@@ -150,16 +189,16 @@ impl<'a> DataFrame<'a> {
         &self.buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]
     }
 
-    /// The payload: everything after the key.
+    /// The payload: everything after the key (and before the tag of a sealed frame).
     pub fn payload(&self) -> &'a [u8] {
         let len = usize::from(read_u16(self.buf, field::DATA_KEY_LEN));
         &self.buf[DATA_HEADER_LEN + len..]
     }
 
-    /// Where a DATA fragment's payload starts inside the value: `fragment_index * chunk_len`
-    /// (meaningless for PARITY). With the payload's length it stays within `value_len`.
-    pub fn payload_offset(&self) -> u64 {
-        u64::from(self.fragment_index()) * u64::from(self.chunk_len())
+    /// Where a DATA fragment's payload starts inside the value: `data_index * chunk_len`
+    /// (`None` for PARITY). With the payload's length it stays within `value_len`.
+    pub fn payload_offset(&self) -> Option<u64> {
+        self.data_index().map(|i| i * u64::from(self.chunk_len()))
     }
 }
 
@@ -206,11 +245,13 @@ fn check(buf: &[u8]) -> Result<FrameType, Error> {
         return Err(Error::UnsupportedVersion);
     }
     let frame_type = FrameType::from_code(buf[field::TYPE]).ok_or(Error::UnknownType)?;
-    let frame_len = match frame_type {
+    let body_len = match frame_type {
         FrameType::Data | FrameType::Parity => check_data(buf, frame_type)?,
         FrameType::Tombstone => check_tombstone(buf)?,
         FrameType::Probe => PROBE_LEN,
     };
+    let tag_len = if read_u32(buf, field::EPOCH) == 0 { 0 } else { TAG_LEN };
+    let frame_len = body_len + tag_len;
     if buf.len() < frame_len {
         return Err(Error::Truncated);
     }
@@ -223,7 +264,8 @@ fn check(buf: &[u8]) -> Result<FrameType, Error> {
     Ok(frame_type)
 }
 
-/// Checks the DATA / PARITY header fields and returns the frame length they describe.
+/// Checks the DATA / PARITY header fields and returns the frame length they describe (tag not
+/// included).
 fn check_data(buf: &[u8], frame_type: FrameType) -> Result<usize, Error> {
     if buf.len() < DATA_HEADER_LEN {
         return Err(Error::Truncated);
@@ -232,40 +274,30 @@ fn check_data(buf: &[u8], frame_type: FrameType) -> Result<usize, Error> {
     if key_len == 0 || key_len > MAX_KEY_LEN {
         return Err(Error::Malformed);
     }
-    let chunk_len = read_u16(buf, field::CHUNK_LEN);
-    if chunk_len == 0 {
-        return Err(Error::Malformed);
-    }
-    let value_len = read_u64(buf, field::VALUE_LEN);
-    let count = u64::from(read_u32(buf, field::FRAGMENT_COUNT));
-    if count != fragment_count(value_len, chunk_len) {
-        return Err(Error::Malformed);
-    }
-    let index = u64::from(read_u32(buf, field::FRAGMENT_INDEX));
-    let payload_len = match frame_type {
-        FrameType::Parity => {
-            if index >= u64::from(buf[field::PARITY_COUNT]) {
-                return Err(Error::Malformed);
-            }
-            u64::from(chunk_len)
-        }
-        _ => {
-            if index >= count {
-                return Err(Error::Malformed);
-            }
-            if index + 1 < count {
-                u64::from(chunk_len)
-            } else {
-                // count == fragment_count(..) keeps this in 0..=chunk_len.
-                value_len - (count - 1) * u64::from(chunk_len)
-            }
-        }
+    let geometry = Geometry {
+        value_len: read_u64(buf, field::VALUE_LEN),
+        chunk_len: read_u16(buf, field::CHUNK_LEN),
+        data: read_u16(buf, field::STRIPE_DATA),
+        parity: read_u16(buf, field::STRIPE_PARITY),
     };
-    // payload_len <= u16::MAX, so the cast is lossless.
-    Ok(DATA_HEADER_LEN + key_len + payload_len as usize)
+    if !geometry.is_valid() {
+        return Err(Error::Malformed);
+    }
+    let stripe = read_u32(buf, field::STRIPE);
+    let shard = read_u16(buf, field::SHARD);
+    if u64::from(stripe) >= geometry.stripe_count() || u32::from(shard) >= geometry.shards_in(stripe)
+    {
+        return Err(Error::Malformed);
+    }
+    let is_data = geometry.data_index(stripe, shard).is_some();
+    if is_data != (frame_type == FrameType::Data) {
+        return Err(Error::Malformed);
+    }
+    Ok(DATA_HEADER_LEN + key_len + geometry.payload_len(stripe, shard))
 }
 
-/// Checks the TOMBSTONE header fields and returns the frame length they describe.
+/// Checks the TOMBSTONE header fields and returns the frame length they describe (tag not
+/// included).
 fn check_tombstone(buf: &[u8]) -> Result<usize, Error> {
     if buf.len() < TOMBSTONE_HEADER_LEN {
         return Err(Error::Truncated);

@@ -1,9 +1,9 @@
 //! wire: the byte layout of every datagram that circulates between elayday nodes.
 //!
-//! It owns the format (format version 1): a checked, zero-copy view over a received buffer
+//! It owns the format (format version 2): a checked, zero-copy view over a received buffer
 //! ([`Frame`]), emitters that write a frame into a caller-supplied buffer ([`DataRepr`],
 //! [`TombstoneRepr`], [`ProbeRepr`]), the CRC32C checksum and the arithmetic that cuts a value
-//! into fragments. It sits on the forwarding hot path, so it must not allocate, log, or know
+//! into stripes of fragments. It sits on the forwarding hot path, so it must not allocate, log, or know
 //! about sockets, time or protocol state: it answers "is this a well-formed frame, and what do
 //! its fields say", nothing more. `docs/wire-format.md` describes the same layout byte by byte.
 //!
@@ -18,8 +18,9 @@ mod repr;
 pub(crate) mod tests;
 
 pub use format::{
-    chunk, compute_checksum, fragment_count, max_chunk_len, Error, FrameType, DATA_HEADER_LEN,
-    FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_KEY_LEN, PROBE_LEN, TOMBSTONE_HEADER_LEN,
+    chunk, compute_checksum, fragment_count, interleaved, max_chunk_len, Error, FrameType,
+    Geometry, DATA_HEADER_LEN, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_KEY_LEN, MAX_STRIPE_DATA,
+    MAX_STRIPE_PARITY, PROBE_LEN, TAG_LEN, TOMBSTONE_HEADER_LEN,
 };
 pub use frame::{DataFrame, Frame, Kind, ProbeFrame, TombstoneFrame};
 pub use repr::{DataRepr, ProbeRepr, TombstoneRepr};

@@ -5,11 +5,11 @@
 //! keeps the fields consistent (see each `Repr`), or receivers reject the frame.
 
 use super::format::{
-    compute_checksum, field, FrameType, DATA_HEADER_LEN, FORMAT_VERSION, MAGIC, PROBE_LEN,
-    TOMBSTONE_HEADER_LEN,
+    compute_checksum, field, FrameType, Geometry, DATA_HEADER_LEN, FORMAT_VERSION, MAGIC,
+    PROBE_LEN, TOMBSTONE_HEADER_LEN,
 };
 
-/// Writes the common header with a zero checksum and zero flags.
+/// Writes the common header with a zero checksum, zero flags and key epoch 0 (in the clear).
 fn emit_header(buf: &mut [u8], frame_type: FrameType, origin: u64, hlc: u64) {
     buf[field::MAGIC].copy_from_slice(&MAGIC);
     buf[field::VERSION] = FORMAT_VERSION;
@@ -18,6 +18,7 @@ fn emit_header(buf: &mut [u8], frame_type: FrameType, origin: u64, hlc: u64) {
     buf[field::CHECKSUM].copy_from_slice(&0u32.to_be_bytes());
     buf[field::ORIGIN].copy_from_slice(&origin.to_be_bytes());
     buf[field::HLC].copy_from_slice(&hlc.to_be_bytes());
+    buf[field::EPOCH].copy_from_slice(&0u32.to_be_bytes());
 }
 
 /// Writes the checksum of a complete frame into its checksum field.
@@ -36,20 +37,21 @@ fn wire_key_len(key: &[u8]) -> [u8; 2] {
         .to_be_bytes()
 }
 
-/// One DATA fragment of a value, to emit.
+/// One fragment of a value, DATA or PARITY, to emit.
 ///
 /// `emit` writes the fields as given and does not validate them: the caller keeps them
-/// consistent (`fragment_count == fragment_count(value_len, chunk_len)`, payload the bytes of
-/// [`chunk`], key 1..=[`MAX_KEY_LEN`] bytes), or receivers reject the frame.
+/// consistent (a valid `geometry`, `shard < geometry.shards_in(stripe)`, a payload of
+/// `geometry.payload_len(stripe, shard)` bytes: the value's bytes of [`super::chunk`] for data,
+/// the stripe's parity otherwise; key 1..=[`super::MAX_KEY_LEN`] bytes), or receivers reject
+/// the frame. The frame type follows from the position: DATA below `geometry.data_in(stripe)`,
+/// PARITY from there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataRepr<'a> {
     pub origin: u64,
     pub hlc: u64,
-    pub value_len: u64,
-    pub fragment_index: u32,
-    pub fragment_count: u32,
-    pub chunk_len: u16,
-    pub parity_count: u8,
+    pub geometry: Geometry,
+    pub stripe: u32,
+    pub shard: u16,
     pub key: &'a [u8],
     pub payload: &'a [u8],
 }
@@ -69,15 +71,20 @@ impl DataRepr<'_> {
     pub fn emit(&self, buf: &mut [u8]) -> usize {
         let len = self.buffer_len();
         let buf = &mut buf[..len];
-        emit_header(buf, FrameType::Data, self.origin, self.hlc);
-        buf[field::VALUE_LEN].copy_from_slice(&self.value_len.to_be_bytes());
-        buf[field::FRAGMENT_INDEX].copy_from_slice(&self.fragment_index.to_be_bytes());
-        buf[field::FRAGMENT_COUNT].copy_from_slice(&self.fragment_count.to_be_bytes());
-        buf[field::CHUNK_LEN].copy_from_slice(&self.chunk_len.to_be_bytes());
-        buf[field::PARITY_COUNT] = self.parity_count;
-        buf[field::DATA_RESERVED_1] = 0;
+        let frame_type = match self.geometry.data_index(self.stripe, self.shard) {
+            Some(_) => FrameType::Data,
+            None => FrameType::Parity,
+        };
+        emit_header(buf, frame_type, self.origin, self.hlc);
+        let g = &self.geometry;
+        buf[field::VALUE_LEN].copy_from_slice(&g.value_len.to_be_bytes());
+        buf[field::STRIPE].copy_from_slice(&self.stripe.to_be_bytes());
+        buf[field::SHARD].copy_from_slice(&self.shard.to_be_bytes());
+        buf[field::CHUNK_LEN].copy_from_slice(&g.chunk_len.to_be_bytes());
+        buf[field::STRIPE_DATA].copy_from_slice(&g.data.to_be_bytes());
+        buf[field::STRIPE_PARITY].copy_from_slice(&g.parity.to_be_bytes());
         buf[field::DATA_KEY_LEN].copy_from_slice(&wire_key_len(self.key));
-        buf[field::DATA_RESERVED_2].copy_from_slice(&[0, 0]);
+        buf[field::DATA_RESERVED].copy_from_slice(&[0, 0]);
         let payload_start = DATA_HEADER_LEN + self.key.len();
         buf[DATA_HEADER_LEN..payload_start].copy_from_slice(self.key);
         buf[payload_start..].copy_from_slice(self.payload);

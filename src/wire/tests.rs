@@ -5,36 +5,66 @@ use super::*;
 /// Largest datagram at the default `--mtu 1280`.
 const DATAGRAM: usize = 1232;
 
-/// Emits every DATA fragment of `value` and returns the frames.
+/// Emits every DATA fragment of `value` (no parity) and returns the frames.
 fn fragments(key: &[u8], value: &[u8], chunk_len: u16) -> Vec<Vec<u8>> {
     fragments_at(key, value, 0x0001_8c2e_5a6b_0003, chunk_len)
 }
 
-/// Emits every DATA fragment of `value`, written by node 7 at stamp `hlc`, checking that each
-/// emit writes exactly its length; for the tests of other modules too.
+/// Emits every DATA fragment of `value` with no parity (stripes of [`MAX_STRIPE_DATA`]),
+/// written by node 7 at stamp `hlc`; for the tests of other modules too.
 pub(crate) fn fragments_at(key: &[u8], value: &[u8], hlc: u64, chunk_len: u16) -> Vec<Vec<u8>> {
-    let value_len = value.len() as u64;
-    let count = u32::try_from(fragment_count(value_len, chunk_len)).unwrap();
-    (0..count)
-        .map(|i| {
+    let geometry = Geometry {
+        value_len: value.len() as u64,
+        chunk_len,
+        data: MAX_STRIPE_DATA,
+        parity: 0,
+    };
+    frames_of(key, value, hlc, geometry)
+}
+
+/// Emits every fragment of `value` cut as `geometry` says (its `value_len` is ignored), data
+/// and parity, stripe after stripe, written by node 7 at stamp `hlc`, checking that each emit
+/// writes exactly its length; for the tests of other modules too.
+pub(crate) fn frames_of(key: &[u8], value: &[u8], hlc: u64, geometry: Geometry) -> Vec<Vec<u8>> {
+    let geometry = Geometry {
+        value_len: value.len() as u64,
+        ..geometry
+    };
+    let mut coder = crate::coding::Coder::new();
+    let chunk_len = geometry.chunk_len;
+    let mut frames = Vec::new();
+    for stripe in 0..u32::try_from(geometry.stripe_count()).unwrap() {
+        let data: Vec<&[u8]> = (0..geometry.data_in(stripe))
+            .map(|shard| {
+                let index = geometry.data_index(stripe, shard).unwrap();
+                &value[chunk(value.len(), index, chunk_len)]
+            })
+            .collect();
+        let mut parity = vec![Vec::new(); usize::from(geometry.parity)];
+        coder
+            .encode(&data, parity.len(), usize::from(chunk_len), |i, p| {
+                parity[i] = p.to_vec()
+            })
+            .unwrap();
+        let payloads = data.iter().copied().chain(parity.iter().map(Vec::as_slice));
+        for (shard, payload) in payloads.enumerate() {
             let repr = DataRepr {
                 origin: 7,
                 hlc,
-                value_len,
-                fragment_index: i,
-                fragment_count: count,
-                chunk_len,
-                parity_count: 0,
+                geometry,
+                stripe,
+                shard: shard as u16,
                 key,
-                payload: &value[chunk(value.len(), i, chunk_len)],
+                payload,
             };
             let mut buf = vec![0xAA; repr.buffer_len() + 10];
             let len = repr.emit(&mut buf);
             assert_eq!(len, repr.buffer_len());
             buf.truncate(len);
-            buf
-        })
-        .collect()
+            frames.push(buf);
+        }
+    }
+    frames
 }
 
 fn data_frame(key: &[u8], value: &[u8], chunk_len: u16) -> Vec<u8> {
@@ -92,7 +122,7 @@ fn reassemble(frames: &[Vec<u8>]) -> Vec<u8> {
         let frame = Frame::new_checked(&buf[..]).unwrap();
         assert_eq!(frame.frame_type(), FrameType::Data);
         let d = data(&frame);
-        let at = usize::try_from(d.payload_offset()).unwrap();
+        let at = usize::try_from(d.payload_offset().unwrap()).unwrap();
         value[at..at + d.payload().len()].copy_from_slice(d.payload());
     }
     value
@@ -113,14 +143,19 @@ fn data_round_trip() {
         assert_eq!(frame.flags(), 0);
         assert_eq!(frame.origin(), 7);
         assert_eq!(frame.hlc(), 0x0001_8c2e_5a6b_0003);
+        assert_eq!(frame.epoch(), 0);
+        assert_eq!(frame.tag(), None);
         assert_eq!(data(&frame).value_len(), 1000);
-        assert_eq!(data(&frame).fragment_index(), i as u32);
+        assert_eq!(data(&frame).stripe(), 0);
+        assert_eq!(data(&frame).shard(), i as u16);
+        assert_eq!(data(&frame).data_index(), Some(i as u64));
         assert_eq!(data(&frame).fragment_count(), 4);
         assert_eq!(data(&frame).chunk_len(), 300);
-        assert_eq!(data(&frame).parity_count(), 0);
+        assert_eq!(data(&frame).stripe_data(), MAX_STRIPE_DATA);
+        assert_eq!(data(&frame).stripe_parity(), 0);
         assert_eq!(data(&frame).key(), b"some/key");
-        assert_eq!(data(&frame).payload_offset(), i as u64 * 300);
-        assert_eq!(data(&frame).payload(), &value[chunk(1000, i as u32, 300)]);
+        assert_eq!(data(&frame).payload_offset(), Some(i as u64 * 300));
+        assert_eq!(data(&frame).payload(), &value[chunk(1000, i as u64, 300)]);
         assert_eq!(frame.checksum(), compute_checksum(buf));
         assert_eq!(frame.as_bytes(), &buf[..]);
     }
@@ -138,7 +173,7 @@ fn empty_value_is_one_empty_fragment() {
     let frame = Frame::new_checked(&buf[..]).unwrap();
     assert_eq!(data(&frame).value_len(), 0);
     assert_eq!(data(&frame).fragment_count(), 1);
-    assert_eq!(data(&frame).fragment_index(), 0);
+    assert_eq!(data(&frame).shard(), 0);
     assert_eq!(data(&frame).payload(), b"");
 }
 
@@ -163,7 +198,7 @@ fn single_full_chunk_and_one_byte_over() {
     assert_eq!(frames.len(), 2);
     let last = Frame::new_checked(&frames[1][..]).unwrap();
     assert_eq!(data(&last).payload().len(), 1);
-    assert_eq!(data(&last).payload_offset(), 300);
+    assert_eq!(data(&last).payload_offset(), Some(300));
 }
 
 #[test]
@@ -171,7 +206,7 @@ fn chunk_ranges() {
     assert_eq!(chunk(1000, 0, 300), 0..300);
     assert_eq!(chunk(1000, 3, 300), 900..1000);
     assert_eq!(chunk(1000, 4, 300), 1000..1000);
-    assert_eq!(chunk(1000, u32::MAX, u16::MAX), 1000..1000);
+    assert_eq!(chunk(1000, u64::MAX, u16::MAX), 1000..1000);
 }
 
 #[test]
@@ -210,7 +245,7 @@ fn probe_round_trip() {
             sent_at_ns: 0
         }
         .buffer_len(),
-        44
+        48
     );
 }
 
@@ -223,7 +258,7 @@ fn emit_fills_only_its_length() {
     };
     let mut buf = [0xEE; 64];
     let len = repr.emit(&mut buf);
-    assert_eq!(len, 35);
+    assert_eq!(len, 39);
     assert!(buf[len..].iter().all(|&b| b == 0xEE));
     Frame::new_checked(&buf[..len]).unwrap();
 }
@@ -241,52 +276,167 @@ fn emit_panics_on_short_buffer() {
     .emit(&mut buf);
 }
 
-/// A PARITY frame: v1 does not emit one, so turn a DATA frame into one by hand.
-fn parity_frame(index: u32, parity_count: u8, payload_len: usize) -> Vec<u8> {
+/// The geometry of the parity tests: 1000 bytes in chunks of 300 (4 data fragments), stripes
+/// of 3 data and 2 parity: stripe 0 holds data 0..3, stripe 1 data 3 (100 bytes) and its parity.
+const FEC: Geometry = Geometry {
+    value_len: 1000,
+    chunk_len: 300,
+    data: 3,
+    parity: 2,
+};
+
+/// Fragment `shard` of stripe `stripe` of [`FEC`], with a payload of `payload_len` bytes,
+/// whatever the geometry says it should hold.
+fn shard_frame(stripe: u32, shard: u16, payload_len: usize) -> Vec<u8> {
     let repr = DataRepr {
         origin: 11,
         hlc: 12,
-        value_len: 1000,
-        fragment_index: index,
-        fragment_count: 4,
-        chunk_len: 300,
-        parity_count,
+        geometry: FEC,
+        stripe,
+        shard,
         key: b"fec",
         payload: &[0x5A; 400][..payload_len],
     };
     let mut buf = vec![0; repr.buffer_len()];
     repr.emit(&mut buf);
-    buf[5] = 4;
-    refresh(&mut buf);
     buf
 }
 
 #[test]
 fn parity_round_trip() {
-    let buf = parity_frame(1, 2, 300);
+    let buf = shard_frame(0, 4, 300);
     let frame = Frame::new_checked(&buf[..]).unwrap();
     assert_eq!(frame.frame_type(), FrameType::Parity);
     assert_eq!(frame.origin(), 11);
     assert_eq!(frame.hlc(), 12);
-    assert_eq!(data(&frame).value_len(), 1000);
-    assert_eq!(data(&frame).fragment_index(), 1);
-    assert_eq!(data(&frame).fragment_count(), 4);
-    assert_eq!(data(&frame).chunk_len(), 300);
-    assert_eq!(data(&frame).parity_count(), 2);
-    assert_eq!(data(&frame).key(), b"fec");
-    assert_eq!(data(&frame).payload(), &[0x5A; 300][..]);
+    let d = data(&frame);
+    assert_eq!(d.geometry(), FEC);
+    assert_eq!((d.stripe(), d.shard()), (0, 4));
+    assert_eq!(d.data_index(), None);
+    assert_eq!(d.payload_offset(), None);
+    assert_eq!(d.key(), b"fec");
+    assert_eq!(d.payload(), &[0x5A; 300][..]);
+    // The short last stripe: one data fragment of 100 bytes, then parity at 1 and 2.
+    let buf = shard_frame(1, 0, 100);
+    let frame = Frame::new_checked(&buf[..]).unwrap();
+    assert_eq!(frame.frame_type(), FrameType::Data);
+    assert_eq!(data(&frame).data_index(), Some(3));
+    let buf = shard_frame(1, 2, 300);
+    assert_eq!(Frame::new_checked(&buf[..]).unwrap().frame_type(), FrameType::Parity);
+}
+
+#[test]
+fn geometry_arithmetic() {
+    assert_eq!(FEC.fragment_count(), 4);
+    assert_eq!(FEC.stripe_count(), 2);
+    assert_eq!((FEC.data_in(0), FEC.data_in(1), FEC.data_in(2)), (3, 1, 0));
+    assert_eq!((FEC.shards_in(0), FEC.shards_in(1)), (5, 3));
+    assert_eq!(FEC.datagram_count(), 8);
+    assert_eq!(FEC.data_index(1, 0), Some(3));
+    assert_eq!(FEC.data_index(1, 1), None);
+    assert_eq!(FEC.payload_len(1, 0), 100);
+    assert_eq!(FEC.payload_len(1, 1), 300);
+    let empty = Geometry { value_len: 0, ..FEC };
+    assert_eq!((empty.stripe_count(), empty.datagram_count()), (1, 3));
+    assert!(FEC.is_valid());
+    for bad in [
+        Geometry { chunk_len: 0, ..FEC },
+        Geometry { chunk_len: 301, ..FEC },
+        Geometry { data: 0, ..FEC },
+        Geometry { data: MAX_STRIPE_DATA + 1, ..FEC },
+        Geometry { parity: MAX_STRIPE_PARITY + 1, ..FEC },
+        Geometry { value_len: u64::MAX, chunk_len: 2, data: 1, parity: 0 },
+    ] {
+        assert!(!bad.is_valid(), "{bad:?}");
+    }
+    assert!(Geometry { parity: 0, ..FEC }.is_valid());
+}
+
+#[test]
+fn interleaving_spreads_each_stripe() {
+    // 10 data fragments in stripes of 2 + 1: stripes 0..=4, grouped 2 by 2, then the last.
+    let g = Geometry {
+        value_len: 1000,
+        chunk_len: 100,
+        data: 2,
+        parity: 1,
+    };
+    let order: Vec<(u32, u16)> = interleaved(g, 2).collect();
+    assert_eq!(
+        order,
+        [
+            (0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2),
+            (2, 0), (3, 0), (2, 1), (3, 1), (2, 2), (3, 2),
+            (4, 0), (4, 1), (4, 2),
+        ]
+    );
+    // Every fragment exactly once, for a short last stripe too.
+    let g = Geometry { value_len: 10_000, chunk_len: 100, data: 16, parity: 4 };
+    let mut all: Vec<(u32, u16)> = interleaved(g, 8).collect();
+    assert_eq!(all.len() as u64, g.datagram_count());
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len() as u64, g.datagram_count());
+    // A burst of 16 consecutive losses takes at most 2 fragments of any stripe of a group of
+    // 8 stripes (100 data fragments are 7 stripes of 16: use 200).
+    let g = Geometry { value_len: 20_000, ..g };
+    let order: Vec<(u32, u16)> = interleaved(g, 8).collect();
+    for window in order[..8 * 20].windows(16) {
+        for stripe in 0..8 {
+            assert!(window.iter().filter(|(s, _)| *s == stripe).count() <= 2);
+        }
+    }
 }
 
 #[test]
 fn parity_rejections() {
-    // index must be below parity_count, not fragment_count.
-    assert_eq!(check(&parity_frame(2, 2, 300)), Err(Error::Malformed));
-    assert_eq!(check(&parity_frame(0, 0, 300)), Err(Error::Malformed));
-    check(&parity_frame(3, 4, 300)).unwrap();
-    // Payload exactly chunk_len, even though DATA's last fragment here would hold 100.
-    assert_eq!(check(&parity_frame(0, 1, 100)), Err(Error::Truncated));
-    assert_eq!(check(&parity_frame(0, 1, 299)), Err(Error::Truncated));
-    assert_eq!(check(&parity_frame(0, 1, 301)), Err(Error::Malformed));
+    // Positions past the stripe's fragments.
+    assert_eq!(check(&shard_frame(0, 5, 300)), Err(Error::Malformed));
+    assert_eq!(check(&shard_frame(1, 3, 300)), Err(Error::Malformed));
+    assert_eq!(check(&shard_frame(2, 0, 300)), Err(Error::Malformed));
+    check(&shard_frame(1, 2, 300)).unwrap();
+    // Parity payload exactly chunk_len, even where the data fragment would hold 100.
+    assert_eq!(check(&shard_frame(1, 1, 100)), Err(Error::Truncated));
+    assert_eq!(check(&shard_frame(0, 3, 299)), Err(Error::Truncated));
+    assert_eq!(check(&shard_frame(0, 3, 301)), Err(Error::Malformed));
+    // The type must match the position: DATA below data_in, PARITY from there.
+    let mut buf = shard_frame(0, 0, 300);
+    buf[5] = FrameType::Parity.code();
+    refresh(&mut buf);
+    assert_eq!(check(&buf), Err(Error::Malformed));
+    let mut buf = shard_frame(0, 3, 300);
+    buf[5] = FrameType::Data.code();
+    refresh(&mut buf);
+    assert_eq!(check(&buf), Err(Error::Malformed));
+}
+
+#[test]
+fn sealed_frames_end_in_a_tag() {
+    // Epoch 0 is the clear; any other epoch means a 16-byte tag follows the frame.
+    let mut buf = probe_frame();
+    buf[28..32].copy_from_slice(&7u32.to_be_bytes());
+    refresh(&mut buf);
+    assert_eq!(check(&buf), Err(Error::Truncated));
+    buf.extend_from_slice(&[0x77; TAG_LEN]);
+    refresh(&mut buf);
+    let frame = Frame::new_checked(&buf[..]).unwrap();
+    assert_eq!(frame.epoch(), 7);
+    assert_eq!(frame.tag(), Some(&[0x77; TAG_LEN][..]));
+    match frame.kind() {
+        Kind::Probe(p) => assert_eq!(p.sequence(), 77),
+        other => panic!("{other:?}"),
+    }
+    let mut buf = data_frame(b"k", b"value", 10);
+    buf[28..32].copy_from_slice(&1u32.to_be_bytes());
+    buf.extend_from_slice(&[0x11; TAG_LEN]);
+    refresh(&mut buf);
+    let frame = Frame::new_checked(&buf[..]).unwrap();
+    assert_eq!(data(&frame).payload(), b"value", "the tag is not payload");
+    let mut buf = tombstone_frame(b"key");
+    buf[28..32].copy_from_slice(&1u32.to_be_bytes());
+    buf.extend_from_slice(&[0x11; TAG_LEN + 1]);
+    refresh(&mut buf);
+    assert_eq!(check(&buf), Err(Error::Malformed));
 }
 
 #[test]
@@ -343,7 +493,7 @@ fn rejects_bad_magic() {
 
 #[test]
 fn rejects_other_versions() {
-    for version in [0, 2, 255] {
+    for version in [0, 1, 3, 255] {
         let mut buf = data_frame(b"k", b"v", 10);
         buf[4] = version;
         refresh(&mut buf);
@@ -352,7 +502,7 @@ fn rejects_other_versions() {
     // A future version's frame of any length and layout is dropped on the version byte.
     let mut buf = [0u8; HEADER_LEN];
     buf[..4].copy_from_slice(&MAGIC);
-    buf[4] = 2;
+    buf[4] = 3;
     buf[5] = 42;
     assert_eq!(check(&buf), Err(Error::UnsupportedVersion));
 }
@@ -372,12 +522,12 @@ fn flipped_bits_fail_the_checksum() {
     let value = value_of(40);
     let buf = data_frame(b"the-key", &value, 100);
     check(&buf).unwrap();
-    // Fields that only the checksum guards: flags, checksum, origin, hlc, parity_count
-    // (free in DATA), reserved bytes, key, payload.
+    // Fields that only the checksum guards: flags, checksum, origin, hlc, reserved bytes,
+    // key, payload.
     let positions = [
-        6, 7, 8, 11, 12, 19, 20, 27, 46, 47, 50, 51, 52, 58, 59, 70, 98,
+        6, 7, 8, 11, 12, 19, 20, 27, 54, 55, 56, 62, 63, 80, 102,
     ];
-    assert_eq!(buf.len(), 99);
+    assert_eq!(buf.len(), 103);
     for at in positions {
         for bit in [0, 3, 7] {
             let mut bad = buf.clone();
@@ -394,10 +544,10 @@ fn flipped_bits_fail_the_checksum() {
         }
     }
     let mut bad = tombstone_frame(b"key");
-    bad[33] ^= 1;
+    bad[36] ^= 1;
     assert_eq!(check(&bad), Err(Error::BadChecksum));
     let mut bad = probe_frame();
-    bad[43] ^= 0x80;
+    bad[47] ^= 0x80;
     assert_eq!(check(&bad), Err(Error::BadChecksum));
 }
 
@@ -405,8 +555,7 @@ fn flipped_bits_fail_the_checksum() {
 fn reserved_and_flags_ignored() {
     let mut buf = data_frame(b"k", b"v", 10);
     buf[6..8].copy_from_slice(&0xBEEFu16.to_be_bytes());
-    buf[47] = 0xFF;
-    buf[50..52].copy_from_slice(&[0xAB, 0xCD]);
+    buf[54..56].copy_from_slice(&[0xAB, 0xCD]);
     refresh(&mut buf);
     let frame = Frame::new_checked(&buf[..]).unwrap();
     assert_eq!(frame.flags(), 0xBEEF);
@@ -414,7 +563,7 @@ fn reserved_and_flags_ignored() {
 
     let mut buf = tombstone_frame(b"k");
     buf[6] = 0x80;
-    buf[30..32].copy_from_slice(&[1, 2]);
+    buf[34..36].copy_from_slice(&[1, 2]);
     refresh(&mut buf);
     assert_eq!(Frame::new_checked(&buf[..]).unwrap().flags(), 0x8000);
 }
@@ -422,55 +571,69 @@ fn reserved_and_flags_ignored() {
 #[test]
 fn rejects_inconsistent_data_headers() {
     use Error::{Malformed, Truncated};
-    // (value_len, fragment_index, fragment_count, chunk_len, payload_len, expected).
-    // Baseline: 1000 bytes in chunks of 300 -> 4 fragments, the last of 100 bytes.
-    type Case = (u64, u32, u32, u16, usize, Result<(), Error>);
-    let cases: [Case; 22] = [
-        (1000, 0, 4, 300, 300, Ok(())),
-        (1000, 3, 4, 300, 100, Ok(())),
-        // index >= count.
-        (1000, 4, 4, 300, 0, Err(Malformed)),
-        (1000, 4, 4, 300, 100, Err(Malformed)),
-        (1000, u32::MAX, 4, 300, 300, Err(Malformed)),
-        // count inconsistent with value_len / chunk_len.
-        (1000, 0, 3, 300, 300, Err(Malformed)),
-        (1000, 0, 5, 300, 300, Err(Malformed)),
-        (0, 0, 0, 300, 0, Err(Malformed)),
-        (0, 0, 2, 300, 0, Err(Malformed)),
-        // A count too large for the u32 field never matches.
-        (1 << 40, 0, 0, 1, 1, Err(Malformed)),
-        (1 << 40, 0, u32::MAX, 1, 1, Err(Malformed)),
-        // chunk_len 0, also for an empty value.
-        (1000, 0, 4, 0, 0, Err(Malformed)),
-        (0, 0, 1, 0, 0, Err(Malformed)),
-        // Middle fragment payload short / long.
-        (1000, 1, 4, 300, 299, Err(Truncated)),
-        (1000, 1, 4, 300, 100, Err(Truncated)),
-        (1000, 1, 4, 300, 301, Err(Malformed)),
-        // Last fragment payload short / long / a full chunk.
-        (1000, 3, 4, 300, 99, Err(Truncated)),
-        (1000, 3, 4, 300, 0, Err(Truncated)),
-        (1000, 3, 4, 300, 101, Err(Malformed)),
-        (1000, 3, 4, 300, 300, Err(Malformed)),
-        // Empty value with a payload.
-        (0, 0, 1, 300, 1, Err(Malformed)),
-        (0, 0, 1, 300, 0, Ok(())),
+    // (value_len, stripe, shard, chunk_len, data, parity, payload_len, expected).
+    // Baseline: 1000 bytes in chunks of 300 -> 4 data fragments, the last of 100 bytes, in
+    // stripes of 3 + 2: stripe 0 = data 0..3 + parity, stripe 1 = data 3 + parity.
+    type Case = (u64, u32, u16, u16, u16, u16, usize, Result<(), Error>);
+    let cases: [Case; 26] = [
+        (1000, 0, 0, 300, 3, 2, 300, Ok(())),
+        (1000, 1, 0, 300, 3, 2, 100, Ok(())),
+        (1000, 1, 2, 300, 3, 2, 300, Ok(())),
+        // Stripe or position out of range.
+        (1000, 2, 0, 300, 3, 2, 300, Err(Malformed)),
+        (1000, u32::MAX, 0, 300, 3, 2, 300, Err(Malformed)),
+        (1000, 0, 5, 300, 3, 2, 300, Err(Malformed)),
+        (1000, 1, 3, 300, 3, 2, 300, Err(Malformed)),
+        (1000, 0, u16::MAX, 300, 3, 2, 300, Err(Malformed)),
+        // Stripe shape out of the format's limits.
+        (1000, 0, 0, 300, 0, 2, 300, Err(Malformed)),
+        (1000, 0, 0, 300, MAX_STRIPE_DATA + 1, 2, 300, Err(Malformed)),
+        (1000, 0, 0, 300, 3, MAX_STRIPE_PARITY + 1, 300, Err(Malformed)),
+        (1000, 0, 0, 300, 3, 0, 300, Ok(())),
+        // chunk_len 0 or odd, also for an empty value.
+        (1000, 0, 0, 0, 3, 2, 0, Err(Malformed)),
+        (1000, 0, 0, 301, 3, 2, 301, Err(Malformed)),
+        (0, 0, 0, 0, 3, 2, 0, Err(Malformed)),
+        // More stripes than the 32-bit stripe field counts.
+        (1 << 50, 0, 0, 2, 1, 0, 2, Err(Malformed)),
+        // Data payload short / long.
+        (1000, 0, 1, 300, 3, 2, 299, Err(Truncated)),
+        (1000, 0, 1, 300, 3, 2, 100, Err(Truncated)),
+        (1000, 0, 1, 300, 3, 2, 301, Err(Malformed)),
+        // Last data fragment short / long / a full chunk.
+        (1000, 1, 0, 300, 3, 2, 99, Err(Truncated)),
+        (1000, 1, 0, 300, 3, 2, 0, Err(Truncated)),
+        (1000, 1, 0, 300, 3, 2, 101, Err(Malformed)),
+        (1000, 1, 0, 300, 3, 2, 300, Err(Malformed)),
+        // Empty value: one empty data fragment, then parity of a full chunk.
+        (0, 0, 0, 300, 3, 2, 1, Err(Malformed)),
+        (0, 0, 0, 300, 3, 2, 0, Ok(())),
+        (0, 0, 1, 300, 3, 2, 300, Ok(())),
     ];
-    for (value_len, index, count, chunk_len, payload_len, expected) in cases {
+    for (value_len, stripe, shard, chunk_len, data, parity, payload_len, expected) in cases {
         let payload = [1; 400];
+        let geometry = Geometry {
+            value_len,
+            chunk_len,
+            data,
+            parity,
+        };
         let repr = DataRepr {
             origin: 1,
             hlc: 1,
-            value_len,
-            fragment_index: index,
-            fragment_count: count,
-            chunk_len,
-            parity_count: 0,
+            geometry,
+            stripe,
+            shard,
             key: b"k",
             payload: &payload[..payload_len],
         };
         let mut buf = [0; 500];
         let len = repr.emit(&mut buf);
+        // The emitter picks the type from the geometry; force DATA where it cannot tell.
+        if geometry.data_in(stripe) == 0 {
+            buf[5] = FrameType::Data.code();
+            refresh(&mut buf[..len]);
+        }
         assert_eq!(check(&buf[..len]), expected, "{repr:?}");
     }
 }
@@ -486,7 +649,7 @@ fn rejects_trailing_bytes_after_tombstone_key() {
 #[test]
 fn rejects_probe_of_wrong_length() {
     let buf = probe_frame();
-    assert_eq!(check(&buf[..43]), Err(Error::Truncated));
+    assert_eq!(check(&buf[..PROBE_LEN - 1]), Err(Error::Truncated));
     let mut long = buf.clone();
     long.push(0);
     refresh(&mut long);
@@ -502,13 +665,13 @@ fn every_error_from_a_real_case() {
     bad[0] = 0;
     seen.push(check(&bad).unwrap_err());
     let mut bad = good.clone();
-    bad[4] = 2;
+    bad[4] = 1;
     seen.push(check(&bad).unwrap_err());
     let mut bad = good.clone();
     bad[5] = 9;
     seen.push(check(&bad).unwrap_err());
     let mut bad = good.clone();
-    bad[52] ^= 1;
+    bad[DATA_HEADER_LEN] ^= 1;
     seen.push(check(&bad).unwrap_err());
     let mut bad = good.clone();
     bad.push(0);
@@ -563,44 +726,53 @@ fn checksum_treats_its_field_as_zero() {
 #[test]
 fn known_vector() {
     let chunk_len = max_chunk_len(DATAGRAM, 3) as u16;
-    assert_eq!(chunk_len, 1177);
+    assert_eq!(chunk_len, 1172);
     let repr = DataRepr {
         origin: 1,
         hlc: 2,
-        value_len: 2,
-        fragment_index: 0,
-        fragment_count: 1,
-        chunk_len,
-        parity_count: 0,
+        geometry: Geometry {
+            value_len: 2,
+            chunk_len,
+            data: 32,
+            parity: 8,
+        },
+        stripe: 0,
+        shard: 0,
         key: b"foo",
         payload: b"hi",
     };
     let mut buf = [0; 64];
     let len = repr.emit(&mut buf);
-    let expected: [u8; 57] = [
-        0x45, 0x4c, 0x44, 0x59, 0x01, 0x01, 0x00, 0x00, // magic, version, type, flags
-        0xc8, 0xdd, 0xeb, 0x43, // checksum
+    let expected: [u8; 61] = [
+        0x45, 0x4c, 0x44, 0x59, 0x02, 0x01, 0x00, 0x00, // magic, version 2, type DATA, flags
+        CRC[0], CRC[1], CRC[2], CRC[3], // checksum
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, // origin
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, // hlc
+        0x00, 0x00, 0x00, 0x00, // epoch 0: in the clear
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, // value_len
-        0x00, 0x00, 0x00, 0x00, // fragment_index
-        0x00, 0x00, 0x00, 0x01, // fragment_count
-        0x04, 0x99, 0x00, 0x00, // chunk_len, parity_count, reserved
+        0x00, 0x00, 0x00, 0x00, // stripe
+        0x00, 0x00, 0x04, 0x94, // shard, chunk_len 1172
+        0x00, 0x20, 0x00, 0x08, // stripe_data 32, stripe_parity 8
         0x00, 0x03, 0x00, 0x00, // key_len, reserved
         0x66, 0x6f, 0x6f, 0x68, 0x69, // "foo" "hi"
     ];
     assert_eq!(&buf[..len], &expected[..]);
-    assert_eq!(compute_checksum(&buf[..len]), 0xc8dd_eb43);
+    assert_eq!(compute_checksum(&buf[..len]), u32::from_be_bytes(CRC));
     Frame::new_checked(&buf[..len]).unwrap();
 }
 
+/// The checksum of the worked example.
+const CRC: [u8; 4] = [0xbf, 0x59, 0x0e, 0x24];
+
 #[test]
 fn max_chunk_len_fits_the_datagram() {
-    assert_eq!(max_chunk_len(1232, 1), 1232 - 53);
-    assert_eq!(max_chunk_len(1232, MAX_KEY_LEN), 1232 - 52 - 1024);
+    assert_eq!(max_chunk_len(1232, 1), 1232 - 58, "1175 rounded down to even");
+    assert_eq!(max_chunk_len(1232, 2), 1232 - 58);
+    assert_eq!(max_chunk_len(1232, MAX_KEY_LEN), 1232 - 56 - 1024);
     assert_eq!(max_chunk_len(DATA_HEADER_LEN + 10, 10), 0);
+    assert_eq!(max_chunk_len(DATA_HEADER_LEN + 11, 10), 0);
     assert_eq!(max_chunk_len(10, 10), 0);
-    assert_eq!(max_chunk_len(1 << 20, 1), usize::from(u16::MAX));
+    assert_eq!(max_chunk_len(1 << 20, 1), usize::from(u16::MAX - 1));
     assert_eq!(max_chunk_len(1232, 0), 0);
     assert_eq!(max_chunk_len(1 << 20, MAX_KEY_LEN + 1), 0);
     // A full fragment at that chunk length is exactly the datagram size.
@@ -614,7 +786,7 @@ fn max_chunk_len_fits_the_datagram() {
 fn every_prefix_is_truncated() {
     let frames = [
         data_frame(b"prefix", &value_of(50), 64),
-        parity_frame(0, 1, 300),
+        shard_frame(0, 3, 300),
         tombstone_frame(b"prefix"),
         probe_frame(),
     ];
@@ -640,12 +812,14 @@ impl XorShift {
 /// Calls every accessor that is valid for the frame's type.
 fn read_all(frame: &Frame<&[u8]>) -> u64 {
     let mut sum = frame.origin() ^ frame.hlc() ^ u64::from(frame.flags());
+    sum ^= u64::from(frame.epoch()) ^ frame.tag().map_or(0, <[u8]>::len) as u64;
     sum ^= u64::from(frame.checksum()) ^ frame.as_bytes().len() as u64;
     match frame.kind() {
         Kind::Data(d) | Kind::Parity(d) => {
-            sum ^= d.value_len() ^ d.payload_offset() ^ d.payload().len() as u64;
-            sum ^= u64::from(d.fragment_count()) ^ u64::from(d.parity_count());
-            sum ^= u64::from(d.fragment_index()) ^ u64::from(d.chunk_len()) ^ d.key().len() as u64;
+            sum ^= d.value_len() ^ d.payload_offset().unwrap_or(1) ^ d.payload().len() as u64;
+            sum ^= d.fragment_count() ^ d.data_index().unwrap_or(2);
+            sum ^= u64::from(d.stripe()) ^ u64::from(d.shard()) ^ u64::from(d.stripe_data());
+            sum ^= u64::from(d.stripe_parity()) ^ u64::from(d.chunk_len()) ^ d.key().len() as u64;
         }
         Kind::Tombstone(t) => sum ^= t.key().len() as u64,
         Kind::Probe(p) => sum ^= p.sequence() ^ p.sent_at_ns(),
@@ -658,7 +832,7 @@ fn arbitrary_input_never_panics() {
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let seeds = [
         data_frame(b"fuzz", &value_of(40), 64),
-        parity_frame(1, 2, 300),
+        shard_frame(0, 4, 300),
         tombstone_frame(b"fuzz"),
         probe_frame(),
     ];

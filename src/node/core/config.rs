@@ -29,6 +29,8 @@ pub struct Limits {
     pub max_reassembly: u64,
     /// Keys whose newest write or deletion is remembered at once.
     pub max_records: usize,
+    /// Bytes held for the stripes passing now, to rebuild what they lack.
+    pub max_repair: u64,
 }
 
 impl Limits {
@@ -41,13 +43,33 @@ impl Limits {
             max_write_backlog: (512 << 20).max(max_value_size),
             max_reassembly: (512 << 20).max(Limits::min_reassembly(max_value_size)),
             max_records: 262_144,
+            max_repair: 64 << 20,
         }
     }
 
     /// The least `max_reassembly` that holds one value of `max_value_size` bytes with its
-    /// bitmap of fragments (see [`super::reassembly::cost`]).
+    /// bookkeeping (see [`super::reassembly::cost`]).
     pub fn min_reassembly(max_value_size: u64) -> u64 {
-        max_value_size + max_value_size / 1024 + 8
+        max_value_size + max_value_size / 2 + 64
+    }
+}
+
+/// How this node cuts the values it writes: stripes of `data` data fragments and `parity`
+/// parity fragments (`--fec DATA+PARITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fec {
+    pub data: u16,
+    pub parity: u16,
+}
+
+impl Default for Fec {
+    /// 32 + 8: 25 % of parity; a stripe is lost only if more than 8 of its 40 fragments go
+    /// between two nodes (2e-10 at 1 % random loss).
+    fn default() -> Fec {
+        Fec {
+            data: 32,
+            parity: 8,
+        }
     }
 }
 
@@ -64,4 +86,6 @@ pub struct CoreConfig {
     pub destination: String,
     /// Memory limits.
     pub limits: Limits,
+    /// Stripe shape of the values this node writes.
+    pub fec: Fec,
 }

@@ -21,14 +21,16 @@ mod config;
 mod probes;
 pub mod reassembly;
 pub mod records;
+pub mod repair;
 mod requests;
 #[cfg(test)]
 mod tests;
+pub mod writes;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-pub use config::{CoreConfig, Limits, Now};
+pub use config::{CoreConfig, Fec, Limits, Now};
 pub use requests::{
     Answer, Command, DropReason, Failure, FailureKind, IoFigures, RequestId, Stats, Usage,
 };
@@ -37,9 +39,12 @@ use self::clock::{Hlc, Version};
 use self::probes::Probes;
 pub use self::probes::Totals;
 use self::reassembly::{Progress, Reassembly};
-use self::records::{Confirm, Geometry, Records};
+use self::records::{Confirm, Records};
+use self::repair::{Repair, Verdict};
+use self::writes::PutJob;
+use crate::coding::Coder;
 use crate::wire::{
-    self, DataFrame, DataRepr, Frame, Kind, ProbeRepr, TombstoneFrame, TombstoneRepr,
+    self, DataFrame, Frame, Geometry, Kind, ProbeRepr, TombstoneFrame, TombstoneRepr,
 };
 
 /// Foreign probes older than this (or ten of our loop periods) are dropped.
@@ -50,16 +55,6 @@ const TOMBSTONE_MAX_AGE_MS: u64 = 10 * 60 * 1000;
 struct GetWait {
     key: Box<[u8]>,
     probe_seq: u64,
-}
-
-struct PutJob {
-    id: RequestId,
-    key: Box<[u8]>,
-    value: Vec<u8>,
-    version: Version,
-    chunk_len: u16,
-    count: u32,
-    next: u32,
 }
 
 /// A tombstone to emit, and the DELETE to answer once it is on its way.
@@ -76,6 +71,9 @@ pub struct Core {
     started: Duration,
     records: Records,
     reassembly: Reassembly,
+    repair: Repair,
+    /// Computes the parity of writes being sent.
+    coder: Coder,
     gets: BTreeMap<RequestId, GetWait>,
     /// Writes held until the loop is first known to be closed.
     parked: VecDeque<Command>,
@@ -101,6 +99,8 @@ impl Core {
             started: now.mono,
             records: Records::new(limits.max_records),
             reassembly: Reassembly::new(limits.max_value_size, limits.max_reassembly),
+            repair: Repair::new(limits.max_repair),
+            coder: Coder::new(),
             gets: BTreeMap::new(),
             parked: VecDeque::new(),
             puts: VecDeque::new(),
@@ -156,6 +156,10 @@ impl Core {
             Ok(frame) => frame,
             Err(error) => return self.drop_for(error.into()),
         };
+        if frame.epoch() != 0 {
+            // Sealed with a ring key this node does not have.
+            return self.drop_for(DropReason::Unauthenticated);
+        }
         self.hlc.observe(frame.hlc(), now.unix_ms);
         let version = Version {
             hlc: frame.hlc(),
@@ -195,6 +199,7 @@ impl Core {
     ) -> bool {
         let mut floor = None;
         let mut superseded = None;
+        let mut confirmed = None;
         if !self.records.is_empty() {
             if let Some(record) = self.records.get_mut(frame.key()) {
                 if version < record.version || (version == record.version && record.deleted) {
@@ -211,29 +216,41 @@ impl Core {
                     record.deleted = false;
                     record.geometry = None;
                     superseded = record.confirm.take();
-                } else if record.geometry.is_some_and(|g| !g.matches(frame)) {
+                } else if record.geometry.is_some_and(|g| g != frame.geometry()) {
                     // Our own version with a shape we never wrote: not ours.
                     return self.drop_for(DropReason::Inconsistent);
                 }
                 floor = Some(record.version);
-                if let Some(confirm) = record.confirm.as_mut() {
-                    if is_data && confirm.mark(frame.fragment_index()) {
-                        let confirm = record.confirm.take().expect("checked");
-                        record.expires = now.mono + self.probes.retention(self.config.loop_timeout);
-                        self.answers.push_back((confirm.id, Answer::Done));
-                    }
+            }
+        }
+        if self.repair.on_fragment(frame, version.origin, version.hlc, now.mono)
+            == Verdict::Duplicate
+        {
+            if let Some(confirm) = superseded {
+                self.write_superseded(confirm);
+            }
+            return self.drop_for(DropReason::Duplicate);
+        }
+        if let Some(record) = floor.and_then(|_| self.records.get_mut(frame.key())) {
+            if let Some(confirm) = record.confirm.as_mut() {
+                if confirm.mark(frame.stripe(), frame.shard()) {
+                    confirmed = record.confirm.take();
+                    record.expires = now.mono + self.probes.retention(self.config.loop_timeout);
                 }
             }
+        }
+        if let Some(confirm) = confirmed {
+            self.answers.push_back((confirm.id, Answer::Done));
         }
         if let Some(confirm) = superseded {
             self.write_superseded(confirm);
         }
         self.totals.datagrams += 1;
         self.totals.bytes += len as u64;
-        if is_data && frame.fragment_index() == 0 {
+        if is_data && frame.stripe() == 0 && frame.shard() == 0 {
             self.totals.values += 1;
         }
-        if is_data && !self.reassembly.is_empty() {
+        if !self.reassembly.is_empty() {
             if let Some(done) = self.reassembly.offer(frame, version, floor) {
                 self.finish_gets(done.waiters, done.value);
             }
@@ -303,6 +320,9 @@ impl Core {
 
     /// Our probe `seq` came back: every datagram sent before it had a full lap to pass.
     fn on_probe_back(&mut self, seq: u64, now: Now) {
+        if let (Some(min), Some(last)) = (self.probes.period_min(), self.probes.period_last()) {
+            self.repair.set_period(min, last);
+        }
         self.check_confirmations(seq, now);
         for command in std::mem::take(&mut self.parked) {
             self.on_command(command, now);
@@ -319,9 +339,17 @@ impl Core {
             let progress = self.reassembly.progress(&get.key, floor, id);
             self.reassembly.remove_waiter(&get.key, id);
             let failure = match progress {
-                Progress::Partial { have, need } => Failure::new(
+                Progress::Partial {
+                    stripe,
+                    have,
+                    need,
+                    total,
+                } => Failure::new(
                     FailureKind::DataLoss,
-                    format!("the value went round incomplete: {have} of {need} datagrams arrived"),
+                    format!(
+                        "the value went round incomplete: stripe {stripe} had {have} of its \
+                         {total} datagrams, and {need} are needed to rebuild it"
+                    ),
                 ),
                 Progress::NoRoom { value_len, cost } => {
                     let budget = self.reassembly.budget();
@@ -365,11 +393,15 @@ impl Core {
                 continue;
             }
             let confirm = record.confirm.take().expect("checked");
+            let (stripe, back) = confirm.worst();
+            let g = confirm.geometry;
             let message = format!(
-                "only {} of the value's {} datagrams came back around the loop (is it over \
-                 capacity or lossy?); the write was rolled back and the key is now absent",
-                confirm.count - confirm.missing,
-                confirm.count
+                "stripe {stripe} of the value came back around the loop with {back} of its {} \
+                 datagrams, fewer than the {} it takes to rebuild it (is the loop over capacity \
+                 or lossier than its parity covers?); the write was rolled back and the key is \
+                 now absent",
+                g.shards_in(stripe),
+                g.data_in(stripe)
             );
             self.answers.push_back((
                 confirm.id,
@@ -390,6 +422,7 @@ impl Core {
         }
         let recheck = self.probes.loop_timeout(self.config.loop_timeout);
         self.records.expire(now.mono, recheck);
+        self.repair.on_timer(now.mono);
     }
 
     /// The latest time at which [`Core::on_timer`] or [`Core::poll_transmit`] has work to do.
@@ -402,7 +435,8 @@ impl Core {
     pub fn next_timer(&self) -> Duration {
         let broken = self.probes.broken_at(self.config.loop_timeout);
         let expiry = self.records.next_expiry();
-        [broken, expiry]
+        let repair = self.repair.next_deadline();
+        [broken, expiry, repair]
             .into_iter()
             .flatten()
             .min()
@@ -474,9 +508,7 @@ impl Core {
             Command::Put { value, .. } => value.len() as u64,
             _ => 0,
         });
-        let sending = self.puts.iter().map(|j| {
-            (j.value.len() - wire::chunk(j.value.len(), j.next, j.chunk_len).start) as u64
-        });
+        let sending = self.puts.iter().map(PutJob::backlog);
         parked.sum::<u64>() + sending.sum::<u64>()
     }
 
@@ -630,7 +662,7 @@ impl Core {
 
     fn start_put(&mut self, id: RequestId, key: Vec<u8>, value: Vec<u8>, now: Now) {
         let chunk_len = wire::max_chunk_len(self.config.max_datagram, key.len());
-        let chunk_len = u16::try_from(chunk_len).unwrap_or(u16::MAX);
+        let chunk_len = u16::try_from(chunk_len).unwrap_or(u16::MAX - 1);
         if chunk_len == 0 {
             let failure = Failure::new(
                 FailureKind::InvalidArgument,
@@ -643,14 +675,24 @@ impl Core {
             self.answers.push_back((id, Answer::Failed(failure)));
             return;
         }
-        let Ok(count) = u32::try_from(wire::fragment_count(value.len() as u64, chunk_len)) else {
+        let geometry = Geometry {
+            value_len: value.len() as u64,
+            chunk_len,
+            data: self.config.fec.data,
+            parity: self.config.fec.parity,
+        };
+        if !geometry.is_valid() {
             let failure = Failure::new(
                 FailureKind::InvalidArgument,
-                "the value needs more than 2^32 datagrams",
+                format!(
+                    "a {}-byte value needs more than 2^32 stripes of {} datagrams",
+                    value.len(),
+                    geometry.data
+                ),
             );
             self.answers.push_back((id, Answer::Failed(failure)));
             return;
-        };
+        }
         if !self.records.has_room_for(&key) {
             return self.refuse(id, requests::REFUSED_RECORDS, self.records_full());
         }
@@ -662,31 +704,24 @@ impl Core {
             }
         };
         let record = self.records.get_mut(&key).expect("just recorded");
-        record.geometry = Some(Geometry {
-            value_len: value.len() as u64,
-            chunk_len,
-            fragment_count: count,
-        });
-        record.confirm = Some(Confirm::new(id, count));
-        self.puts.push_back(PutJob {
-            id,
-            key: key.into(),
-            value,
-            version,
-            chunk_len,
-            count,
-            next: 0,
-        });
+        record.geometry = Some(geometry);
+        record.confirm = Some(Confirm::new(id, geometry));
+        self.puts
+            .push_back(PutJob::new(id, key.into(), value, version, geometry));
     }
 
     // ----- output ----------------------------------------------------------------------------
 
     /// Whether [`Core::poll_transmit`] has a frame to write at `now`.
     pub fn wants_transmit(&self, now: Now) -> bool {
-        !self.tombstones.is_empty() || !self.puts.is_empty() || self.probes.due(now.mono)
+        !self.tombstones.is_empty()
+            || !self.puts.is_empty()
+            || self.repair.wants_transmit()
+            || self.probes.due(now.mono)
     }
 
-    /// Writes the next new frame (a probe that is due, a tombstone, a PUT fragment) into `buf`,
+    /// Writes the next new frame (a probe that is due, a rebuilt fragment, a tombstone, a PUT
+    /// fragment) into `buf`,
     /// which holds at least `max_datagram` bytes, and returns its length; `None` when nothing
     /// is waiting. The caller sends it to the next hop. Frames not taken wait here.
     pub fn poll_transmit(&mut self, buf: &mut [u8], now: Now) -> Option<usize> {
@@ -699,6 +734,9 @@ impl Core {
             };
             self.probes.sent(now.mono, self.totals);
             return Some(repr.emit(buf));
+        }
+        if let Some(len) = self.repair.poll_transmit(buf) {
+            return Some(len);
         }
         if let Some(tombstone) = self.tombstones.pop_front() {
             let repr = TombstoneRepr {
@@ -715,35 +753,23 @@ impl Core {
         // (A write replaced before all of it went out has left the queue: see
         // `write_superseded`.)
         let job = self.puts.front_mut()?;
-        let range = wire::chunk(job.value.len(), job.next, job.chunk_len);
-        let repr = DataRepr {
-            origin: self.config.id,
-            hlc: job.version.hlc,
-            value_len: job.value.len() as u64,
-            fragment_index: job.next,
-            fragment_count: job.count,
-            chunk_len: job.chunk_len,
-            parity_count: 0,
-            key: &job.key,
-            payload: &job.value[range],
-        };
-        let len = repr.emit(buf);
-        job.next += 1;
-        if job.next == job.count {
-            // All sent: the next probe's return proves they have all had time to come back.
-            let job = self.puts.pop_front().expect("front exists");
-            let confirm = self.records.get_mut(&job.key).and_then(|r| {
-                (r.version == job.version)
-                    .then_some(r.confirm.as_mut())
-                    .flatten()
-                    .filter(|c| c.id == job.id)
-            });
-            if let Some(confirm) = confirm {
-                confirm.probe_seq = Some(self.probes.want());
-                self.confirming.push(job.key);
-            }
+        let len = job.emit(buf, self.config.id, &mut self.coder);
+        if !job.done() {
+            return len;
         }
-        Some(len)
+        // All sent: the next probe's return proves they have all had time to come back.
+        let job = self.puts.pop_front().expect("front exists");
+        let confirm = self.records.get_mut(&job.key).and_then(|r| {
+            (r.version == job.version)
+                .then_some(r.confirm.as_mut())
+                .flatten()
+                .filter(|c| c.id == job.id)
+        });
+        if let Some(confirm) = confirm {
+            confirm.probe_seq = Some(self.probes.want());
+            self.confirming.push(job.key);
+        }
+        len
     }
 
     /// The next answer to deliver to its caller.
@@ -774,7 +800,10 @@ impl Core {
             .iter()
             .copied()
             .zip(counts)
-            .chain([("reassembly_full", self.reassembly.refused())])
+            .chain([
+                ("reassembly_full", self.reassembly.refused()),
+                ("repair_full", self.repair.figures().untracked),
+            ])
             .collect();
         Stats {
             node_id: self.config.id,
@@ -795,6 +824,7 @@ impl Core {
             records: self.records.len() as u64,
             reassembly_bytes: self.reassembly.held_bytes(),
             write_backlog_bytes: self.write_backlog(),
+            repair: self.repair.figures(),
         }
     }
 
@@ -809,6 +839,7 @@ impl Core {
             requests: self.requests_held(),
             write_backlog: self.write_backlog(),
             reassembly: self.reassembly.held_bytes(),
+            repair: self.repair.held_bytes(),
             records: self.records.len(),
             probes: self.probes.outstanding(),
             answers: self.answers.len(),

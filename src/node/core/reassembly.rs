@@ -1,5 +1,5 @@
 //! node::core::reassembly: puts values back together from the datagrams that pass while a GET
-//! waits.
+//! waits, from any `data` of each stripe's `data + parity` fragments.
 //!
 //! It owns the only copies of value bytes a node ever holds, and only for keys that a GET is
 //! waiting on: one partial buffer per (key, version) seen, at most [`MAX_VERSIONS_PER_KEY`] per
@@ -12,7 +12,8 @@ use std::collections::HashMap;
 
 use super::clock::Version;
 use super::requests::RequestId;
-use crate::wire::DataFrame;
+use crate::coding::Coder;
+use crate::wire::{DataFrame, Geometry};
 
 /// Versions of one key assembled side by side before the oldest is given up.
 pub const MAX_VERSIONS_PER_KEY: usize = 4;
@@ -31,44 +32,84 @@ pub struct Completed {
 pub enum Progress {
     /// No datagram of the key passed.
     Nothing,
-    /// The most complete version had `have` of `need` fragments.
-    Partial { have: u32, need: u32 },
+    /// The most complete version had a stripe, `stripe`, with only `have` of the `need`
+    /// fragments it takes to rebuild it (out of `total`).
+    Partial {
+        stripe: u32,
+        have: u32,
+        need: u32,
+        total: u32,
+    },
     /// A version passed that the reassembly budget had no room for: its length, and the bytes
     /// it would have held.
     NoRoom { value_len: u64, cost: u64 },
 }
 
+/// What a version has of one stripe.
+#[derive(Default)]
+struct StripeState {
+    /// Data fragments held (received or rebuilt).
+    data: u16,
+    /// Fragments received, data and parity.
+    count: u16,
+    /// Which parity fragments are held, and their payloads (`chunk_len` bytes each), kept
+    /// only while data of the stripe is missing.
+    parity_have: u128,
+    parity: Vec<u8>,
+}
+
 struct Partial {
     version: Version,
-    value_len: u64,
-    chunk_len: u16,
-    fragment_count: u32,
+    geometry: Geometry,
+    /// One bit per data fragment received (or rebuilt).
     have: Vec<u64>,
-    received: u32,
+    /// Stripes with all their data.
+    stripes_done: u64,
+    stripes: Vec<StripeState>,
+    /// Bytes of parity held.
+    parity_bytes: u64,
     /// When ([`Reassembly::seq`]) a datagram of it last passed.
     last: u64,
     buf: Vec<u8>,
 }
 
 impl Partial {
-    fn matches(&self, frame: &DataFrame<'_>) -> bool {
-        self.value_len == frame.value_len()
-            && self.chunk_len == frame.chunk_len()
-            && self.fragment_count == frame.fragment_count()
+    /// Bytes this partial holds besides parity: the value buffer, the bitmap, the stripes.
+    fn cost(&self) -> u64 {
+        cost(&self.geometry) + self.parity_bytes
     }
 
-    /// Bytes this partial holds: the value buffer and the bitmap.
-    fn cost(&self) -> u64 {
-        cost(self.value_len, self.fragment_count)
+    fn has(&self, index: u64) -> bool {
+        self.have[(index / 64) as usize] & (1 << (index % 64)) != 0
+    }
+
+    fn set(&mut self, index: u64) {
+        self.have[(index / 64) as usize] |= 1 << (index % 64);
+    }
+
+    /// The stripe furthest from its data count: (stripe, fragments, needed, total).
+    fn worst(&self) -> (u32, u32, u32, u32) {
+        let g = &self.geometry;
+        (0..self.stripes.len() as u32)
+            .map(|s| {
+                let st = &self.stripes[s as usize];
+                (s, u32::from(st.count), u32::from(g.data_in(s)), g.shards_in(s))
+            })
+            .min_by_key(|&(_, have, need, _)| i64::from(have) - i64::from(need))
+            .unwrap_or((0, 0, 1, 1))
     }
 }
 
-/// Bytes a partial of this shape holds: the value and one bit per fragment. For the fragments
-/// nodes write (at least 156 bytes of payload, at the smallest MTU and the longest key) that is
-/// less than `value_len + value_len / 1024 + 8`, which is what `--max-reassembly` must allow
-/// for the largest value.
-pub fn cost(value_len: u64, fragment_count: u32) -> u64 {
-    value_len + u64::from(fragment_count).div_ceil(64) * 8
+/// Bytes a partial of this shape holds before any parity: the value, one bit per data fragment
+/// and a few bytes per stripe. For the fragments nodes write (at least 152 bytes of payload, at
+/// the smallest MTU and the longest key, in stripes of at least one data fragment) that is less
+/// than `value_len + value_len / 2 + 64`, which is what `--max-reassembly` must allow for the
+/// largest value ([`super::Limits::min_reassembly`]).
+pub fn cost(geometry: &Geometry) -> u64 {
+    let stripe_state = std::mem::size_of::<StripeState>() as u64;
+    geometry.value_len
+        + geometry.fragment_count().div_ceil(64) * 8
+        + geometry.stripe_count() * stripe_state
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -93,6 +134,7 @@ struct KeyState {
 /// Values being reassembled, by key.
 pub struct Reassembly {
     keys: HashMap<Box<[u8]>, KeyState>,
+    coder: Coder,
     max_value_size: u64,
     budget: u64,
     held: u64,
@@ -106,6 +148,7 @@ impl Reassembly {
     pub fn new(max_value_size: u64, budget: u64) -> Reassembly {
         Reassembly {
             keys: HashMap::new(),
+            coder: Coder::new(),
             max_value_size,
             budget,
             held: 0,
@@ -174,17 +217,22 @@ impl Reassembly {
         let best = state
             .partials
             .iter()
-            .filter(|p| p.received > 0 && current(p.version) && p.last > since)
-            .max_by_key(|p| (p.received, p.version));
+            .filter(|p| current(p.version) && p.last > since)
+            .max_by_key(|p| (p.worst().1 as i64 - p.worst().2 as i64, p.version));
         match (best, refused) {
             (Some(p), Some(r)) if r.version >= p.version => Progress::NoRoom {
                 value_len: r.value_len,
                 cost: r.cost,
             },
-            (Some(p), _) => Progress::Partial {
-                have: p.received,
-                need: p.fragment_count,
-            },
+            (Some(p), _) => {
+                let (stripe, have, need, total) = p.worst();
+                Progress::Partial {
+                    stripe,
+                    have,
+                    need,
+                    total,
+                }
+            }
             (None, Some(r)) => Progress::NoRoom {
                 value_len: r.value_len,
                 cost: r.cost,
@@ -231,10 +279,11 @@ impl Reassembly {
         }
         self.seq += 1;
         let seq = self.seq;
+        let geometry = frame.geometry();
         let slot = match state.partials.iter().position(|p| p.version == version) {
             Some(slot) => slot,
             None => {
-                let need = cost(frame.value_len(), frame.fragment_count());
+                let need = cost(&geometry);
                 // A key keeps its newest versions: a new one takes the oldest one's place,
                 // if that makes room for it.
                 let evict = (state.partials.len() == MAX_VERSIONS_PER_KEY).then(|| {
@@ -261,14 +310,14 @@ impl Reassembly {
                     state.partials.swap_remove(oldest);
                 }
                 self.held = self.held - freed + need;
-                let count = frame.fragment_count();
+                let stripes = geometry.stripe_count() as usize;
                 state.partials.push(Partial {
                     version,
-                    value_len: frame.value_len(),
-                    chunk_len: frame.chunk_len(),
-                    fragment_count: count,
-                    have: vec![0; (count as usize).div_ceil(64)],
-                    received: 0,
+                    geometry,
+                    have: vec![0; geometry.fragment_count().div_ceil(64) as usize],
+                    stripes_done: 0,
+                    stripes: (0..stripes).map(|_| StripeState::default()).collect(),
+                    parity_bytes: 0,
                     last: seq,
                     buf: vec![0; frame.value_len() as usize],
                 });
@@ -276,24 +325,68 @@ impl Reassembly {
             }
         };
         let partial = &mut state.partials[slot];
-        if !partial.matches(frame) {
+        if partial.geometry != geometry {
             return None;
         }
         partial.last = seq;
-        let index = frame.fragment_index();
-        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
-        match partial.have.get_mut(word) {
-            Some(w) if *w & bit == 0 => *w |= bit,
-            _ => return None,
+        let stripe = frame.stripe();
+        let data_in = geometry.data_in(stripe);
+        let chunk = usize::from(geometry.chunk_len);
+        let st = &partial.stripes[stripe as usize];
+        if st.data == data_in {
+            return None; // this stripe is whole already
         }
-        let offset = frame.payload_offset() as usize;
-        let payload = frame.payload();
-        let Some(dst) = partial.buf.get_mut(offset..offset + payload.len()) else {
-            return None; // cannot happen for a checked frame of this shape
-        };
-        dst.copy_from_slice(payload);
-        partial.received += 1;
-        if partial.received < partial.fragment_count {
+        match frame.data_index() {
+            Some(index) => {
+                if partial.has(index) {
+                    return None;
+                }
+                let offset = (index * u64::from(geometry.chunk_len)) as usize;
+                let payload = frame.payload();
+                let dst = partial.buf.get_mut(offset..offset + payload.len())?;
+                dst.copy_from_slice(payload);
+                partial.set(index);
+                partial.stripes[stripe as usize].data += 1;
+            }
+            None => {
+                // Parity is kept only while data of the stripe is missing, within the budget.
+                let bit = 1u128 << (frame.shard() - data_in);
+                if st.parity_have & bit != 0 {
+                    return None;
+                }
+                let parity_len = usize::from(geometry.parity) * chunk;
+                if st.parity.is_empty() {
+                    if self.held + parity_len as u64 > self.budget {
+                        self.refused += 1;
+                        return None;
+                    }
+                    self.held += parity_len as u64;
+                    partial.parity_bytes += parity_len as u64;
+                }
+                let st = &mut partial.stripes[stripe as usize];
+                if st.parity.is_empty() {
+                    st.parity = vec![0; parity_len];
+                }
+                let at = usize::from(frame.shard() - data_in) * chunk;
+                st.parity[at..at + chunk].copy_from_slice(frame.payload());
+                st.parity_have |= bit;
+            }
+        }
+        let st = &mut partial.stripes[stripe as usize];
+        st.count += 1;
+        if st.data < data_in && st.count >= data_in {
+            rebuild(partial, stripe, &mut self.coder);
+        }
+        let st = &mut partial.stripes[stripe as usize];
+        if st.data == data_in {
+            partial.stripes_done += 1;
+            let freed = st.parity.len() as u64;
+            st.parity = Vec::new();
+            st.parity_have = 0;
+            partial.parity_bytes -= freed;
+            self.held -= freed;
+        }
+        if partial.stripes_done < partial.stripes.len() as u64 {
             return None;
         }
         let value = std::mem::take(&mut partial.buf);
@@ -305,11 +398,52 @@ impl Reassembly {
     }
 }
 
+/// Restores the missing data of `stripe` from what `partial` holds of it (at least its data
+/// count of fragments).
+fn rebuild(partial: &mut Partial, stripe: u32, coder: &mut Coder) {
+    let g = partial.geometry;
+    let chunk = usize::from(g.chunk_len);
+    let data_in = usize::from(g.data_in(stripe));
+    let st = &partial.stripes[stripe as usize];
+    let ranges: Vec<(u64, std::ops::Range<usize>)> = (0..data_in as u16)
+        .map(|shard| {
+            let index = g.data_index(stripe, shard).expect("a data position");
+            (index, crate::wire::chunk(partial.buf.len(), index, g.chunk_len))
+        })
+        .collect();
+    let mut shards: Vec<Option<&[u8]>> = ranges
+        .iter()
+        .map(|(index, range)| partial.has(*index).then(|| &partial.buf[range.clone()]))
+        .collect();
+    for p in 0..usize::from(g.parity) {
+        let held = st.parity_have & (1 << p) != 0;
+        shards.push(held.then(|| &st.parity[p * chunk..][..chunk]));
+    }
+    let mut restored: Vec<(usize, Vec<u8>)> = Vec::new();
+    let result = coder.restore_data(data_in, usize::from(g.parity), chunk, &shards, |i, shard| {
+        restored.push((i, shard.to_vec()));
+    });
+    if result.is_err() {
+        return;
+    }
+    for (i, shard) in restored {
+        let (index, range) = ranges[i].clone();
+        let len = range.len();
+        partial.buf[range].copy_from_slice(&shard[..len]);
+        partial.set(index);
+        partial.stripes[stripe as usize].data += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::tests::fragments_at as frames;
+    use crate::wire::tests::{fragments_at as frames, frames_of};
     use crate::wire::{Frame, Kind};
+
+    /// What a one-stripe value of up to 64 fragments costs besides its bytes: its bitmap and
+    /// its stripe.
+    const PER_VALUE: u64 = 8 + std::mem::size_of::<StripeState>() as u64;
 
     fn offer_all(r: &mut Reassembly, frames: &[Vec<u8>], floor: Option<Version>) -> Vec<Completed> {
         frames
@@ -321,8 +455,8 @@ mod tests {
                     origin: frame.origin(),
                 };
                 match frame.kind() {
-                    Kind::Data(d) => r.offer(&d, version, floor),
-                    _ => panic!("not data"),
+                    Kind::Data(d) | Kind::Parity(d) => r.offer(&d, version, floor),
+                    _ => panic!("not a fragment"),
                 }
             })
             .collect()
@@ -388,9 +522,14 @@ mod tests {
         offer_all(&mut r, &fs[..2], None);
         assert_eq!(
             r.progress(b"k", None, 1),
-            Progress::Partial { have: 2, need: 5 }
+            Progress::Partial {
+                stripe: 0,
+                have: 2,
+                need: 5,
+                total: 5
+            }
         );
-        assert_eq!(r.held_bytes(), 508);
+        assert_eq!(r.held_bytes(), 500 + PER_VALUE);
         r.remove_waiter(b"k", 1);
         assert!(r.is_empty());
     }
@@ -413,13 +552,13 @@ mod tests {
         let b = frames(b"j", &[2u8; 1000], 1, 100);
         assert!(offer_all(&mut r, &a[..1], None).is_empty());
         assert!(offer_all(&mut r, &b, None).is_empty(), "no room for j");
-        assert_eq!(r.held_bytes(), 1008);
+        assert_eq!(r.held_bytes(), 1000 + PER_VALUE);
         assert_eq!(r.refused(), 10);
         assert_eq!(
             r.progress(b"j", None, 2),
             Progress::NoRoom {
                 value_len: 1000,
-                cost: 1008
+                cost: 1000 + PER_VALUE
             }
         );
         let done = offer_all(&mut r, &a[1..], None);
@@ -448,7 +587,7 @@ mod tests {
     #[test]
     fn a_refused_datagram_of_the_newest_version_is_no_room_not_a_loss() {
         // Fragment 2 finds no room while another GET holds the budget; 0 and 1 come later.
-        let mut r = Reassembly::new(1 << 20, 400);
+        let mut r = Reassembly::new(1 << 20, 460);
         r.add_waiter(b"k", 1);
         r.add_waiter(b"big", 2);
         let big = frames(b"big", &[9u8; 390], 1, 100);
@@ -461,11 +600,11 @@ mod tests {
             r.progress(b"k", None, 1),
             Progress::NoRoom {
                 value_len: 300,
-                cost: 308
+                cost: 300 + PER_VALUE
             }
         );
         // An older refusal does not hide a real loss of a newer version.
-        let mut r = Reassembly::new(1 << 20, 400);
+        let mut r = Reassembly::new(1 << 20, 460);
         r.add_waiter(b"k", 1);
         r.add_waiter(b"big", 2);
         offer_all(&mut r, &big[..1], None);
@@ -476,7 +615,12 @@ mod tests {
         offer_all(&mut r, &new[..2], None);
         assert_eq!(
             r.progress(b"k", None, 1),
-            Progress::Partial { have: 2, need: 3 }
+            Progress::Partial {
+                stripe: 0,
+                have: 2,
+                need: 3,
+                total: 3
+            }
         );
         // A deletion or write newer than every version seen: nothing of the key is lost.
         let floor = Some(Version { hlc: 4, origin: 0 });
@@ -492,21 +636,31 @@ mod tests {
         r.add_waiter(b"k", 2);
         assert_eq!(
             r.progress(b"k", None, 1),
-            Progress::Partial { have: 2, need: 3 }
+            Progress::Partial {
+                stripe: 0,
+                have: 2,
+                need: 3,
+                total: 3
+            }
         );
         assert_eq!(r.progress(b"k", None, 2), Progress::Nothing);
         // A fragment seen again while GET 2 waits: the version still goes round.
         offer_all(&mut r, &rolled_back[..1], None);
         assert_eq!(
             r.progress(b"k", None, 2),
-            Progress::Partial { have: 2, need: 3 }
+            Progress::Partial {
+                stripe: 0,
+                have: 2,
+                need: 3,
+                total: 3
+            }
         );
     }
 
     #[test]
     fn a_version_with_no_room_does_not_evict_one_kept() {
-        // Four versions of 100 bytes are kept (432 bytes held); a fifth of 600 would not fit
-        // even in the oldest one's place, so the oldest stays and can still complete.
+        // Four versions of 100 bytes are kept (4 * 156 bytes held); a fifth of 600 would not
+        // fit even in the oldest one's place, so the oldest stays and can still complete.
         let mut r = Reassembly::new(1 << 20, 800);
         r.add_waiter(b"k", 1);
         let oldest = frames(b"k", &[1u8; 100], 1, 50);
@@ -514,10 +668,77 @@ mod tests {
         for hlc in 2..=4 {
             offer_all(&mut r, &frames(b"k", &[hlc as u8; 100], hlc, 50)[..1], None);
         }
-        assert_eq!(r.held_bytes(), 432);
+        assert_eq!(r.held_bytes(), 4 * (100 + PER_VALUE));
         offer_all(&mut r, &frames(b"k", &[9u8; 600], 5, 50)[..1], None);
-        assert_eq!(r.held_bytes(), 432);
+        assert_eq!(r.held_bytes(), 4 * (100 + PER_VALUE));
         let done = offer_all(&mut r, &oldest[1..], None);
         assert_eq!(done[0].value.as_ref().unwrap(), &vec![1u8; 100]);
+    }
+
+    /// 10,000 bytes in chunks of 100: 100 data fragments in stripes of 8 + 3 (13 stripes, the
+    /// last of 4 data fragments).
+    fn coded(value: &[u8]) -> (Geometry, Vec<Vec<u8>>) {
+        let g = Geometry {
+            value_len: value.len() as u64,
+            chunk_len: 100,
+            data: 8,
+            parity: 3,
+        };
+        (g, frames_of(b"k", value, 1, g))
+    }
+
+    #[test]
+    fn a_value_completes_from_any_data_count_of_each_stripe() {
+        let value: Vec<u8> = (0..10_000u32).map(|i| (i * 13 % 255) as u8).collect();
+        let (g, all) = coded(&value);
+        // Drop up to 3 fragments of every stripe, at different places in each.
+        let mut kept = Vec::new();
+        let mut at = 0;
+        for stripe in 0..g.stripe_count() as u32 {
+            let n = g.shards_in(stripe) as usize;
+            let lose = [stripe as usize % n, (stripe as usize * 3 + 1) % n, (stripe as usize + 5) % n];
+            for shard in 0..n {
+                if !lose.contains(&shard) {
+                    kept.push(all[at + shard].clone());
+                }
+            }
+            at += n;
+        }
+        let mut r = Reassembly::new(1 << 20, 1 << 20);
+        r.add_waiter(b"k", 1);
+        let done = offer_all(&mut r, &kept, None);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].value.as_ref().unwrap(), &value);
+        assert_eq!(r.held_bytes(), 0, "parity freed with the value");
+    }
+
+    #[test]
+    fn a_stripe_short_of_its_data_count_is_reported() {
+        let value = vec![4u8; 10_000];
+        let (g, all) = coded(&value);
+        // Stripe 2 keeps 7 of its 11 fragments: one short of the 8 it takes.
+        let start = 2 * 11;
+        let kept: Vec<Vec<u8>> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !(start..start + 4).contains(i))
+            .map(|(_, f)| f.clone())
+            .collect();
+        let mut r = Reassembly::new(1 << 20, 1 << 20);
+        r.add_waiter(b"k", 1);
+        assert!(offer_all(&mut r, &kept, None).is_empty());
+        assert_eq!(
+            r.progress(b"k", None, 1),
+            Progress::Partial {
+                stripe: 2,
+                have: 7,
+                need: 8,
+                total: 11
+            }
+        );
+        assert!(r.held_bytes() <= cost(&g) + 3 * 100);
+        // One more of the stripe comes by on the next lap: the value completes.
+        let done = offer_all(&mut r, &all[start..start + 1], None);
+        assert_eq!(done[0].value.as_ref().unwrap(), &value);
     }
 }

@@ -12,63 +12,75 @@ use std::time::Duration;
 
 use super::clock::Version;
 use super::requests::RequestId;
-use crate::wire::DataFrame;
+use crate::wire::Geometry;
 
-/// The shape of a value as this node wrote it: a frame of the same version with another shape
-/// is not ours, and is dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Geometry {
-    pub value_len: u64,
-    pub chunk_len: u16,
-    pub fragment_count: u32,
-}
-
-impl Geometry {
-    /// Whether `frame` has this shape.
-    pub fn matches(&self, frame: &DataFrame<'_>) -> bool {
-        self.value_len == frame.value_len()
-            && self.chunk_len == frame.chunk_len()
-            && self.fragment_count == frame.fragment_count()
-    }
-}
-
-/// A write is acknowledged only when every one of its datagrams has gone round the loop once:
-/// then it is in the delay line, not just handed to the kernel.
+/// A write is acknowledged only when every stripe of it has come back around the loop with at
+/// least its data count of fragments: then it is in the delay line (and whatever of it is
+/// missing is rebuilt as it passes), not just handed to the kernel.
 #[derive(Debug)]
 pub struct Confirm {
     pub id: RequestId,
-    /// One bit per fragment seen back.
-    pub seen: Vec<u64>,
-    pub missing: u32,
-    pub count: u32,
+    pub geometry: Geometry,
+    /// One bit per fragment seen back, at `stripe * (data + parity) + shard`.
+    seen: Vec<u64>,
+    /// Fragments seen back, per stripe.
+    counts: Vec<u16>,
+    /// Stripes with fewer fragments back than their data count.
+    pub short: u64,
     /// Set once every datagram is sent: the probe whose return proves they all had time to.
     pub probe_seq: Option<u64>,
 }
 
 impl Confirm {
-    /// A confirmation for `count` fragments.
-    pub fn new(id: RequestId, count: u32) -> Confirm {
+    /// A confirmation for a write of this shape.
+    pub fn new(id: RequestId, geometry: Geometry) -> Confirm {
+        let stripes = geometry.stripe_count() as usize;
+        let width = usize::from(geometry.data) + usize::from(geometry.parity);
         Confirm {
             id,
-            seen: vec![0; (count as usize).div_ceil(64)],
-            missing: count,
-            count,
+            geometry,
+            seen: vec![0; (stripes * width).div_ceil(64)],
+            counts: vec![0; stripes],
+            short: stripes as u64,
             probe_seq: None,
         }
     }
 
-    /// Marks fragment `index` as back; true when that was the last one missing. Indices out of
-    /// range are ignored.
-    pub fn mark(&mut self, index: u32) -> bool {
-        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
-        match self.seen.get_mut(word) {
-            Some(w) if *w & bit == 0 && index < self.count => {
-                *w |= bit;
-                self.missing -= 1;
-                self.missing == 0
-            }
-            _ => false,
+    /// Marks fragment `shard` of stripe `stripe` as back; true when that made the last short
+    /// stripe whole enough. Positions out of range, and repeats, are ignored.
+    pub fn mark(&mut self, stripe: u32, shard: u16) -> bool {
+        let g = &self.geometry;
+        if u64::from(stripe) >= g.stripe_count() || u32::from(shard) >= g.shards_in(stripe) {
+            return false;
         }
+        let width = usize::from(g.data) + usize::from(g.parity);
+        let at = stripe as usize * width + usize::from(shard);
+        let (word, bit) = (at / 64, 1u64 << (at % 64));
+        let Some(w) = self.seen.get_mut(word) else {
+            return false;
+        };
+        if *w & bit != 0 {
+            return false;
+        }
+        *w |= bit;
+        let count = &mut self.counts[stripe as usize];
+        *count += 1;
+        if *count == g.data_in(stripe) {
+            self.short -= 1;
+            return self.short == 0;
+        }
+        false
+    }
+
+    /// The stripe that came back with the fewest fragments: (stripe, fragments back).
+    pub fn worst(&self) -> (u32, u16) {
+        let (stripe, count) = self
+            .counts
+            .iter()
+            .enumerate()
+            .min_by_key(|&(s, &c)| i64::from(c) - i64::from(self.geometry.data_in(s as u32)))
+            .map_or((0, 0), |(s, &c)| (s as u32, c));
+        (stripe, count)
     }
 }
 
@@ -79,7 +91,8 @@ pub struct Record {
     pub deleted: bool,
     /// Monotonic time after which the record may go (if no confirmation waits).
     pub expires: Duration,
-    /// Set for a write this node made, while it is the newest version.
+    /// The shape of a write this node made, while it is the newest version: a frame of the
+    /// same version with another shape is not ours, and is dropped.
     pub geometry: Option<Geometry>,
     /// A PUT of this version waiting for its datagrams to come back once.
     pub confirm: Option<Confirm>,
@@ -224,12 +237,18 @@ mod tests {
     }
 
     const S: Duration = Duration::from_secs(1);
+    const G: Geometry = Geometry {
+        value_len: 1000,
+        chunk_len: 300,
+        data: 3,
+        parity: 2,
+    };
 
     #[test]
     fn newer_versions_replace_older_and_hand_back_the_confirmation() {
         let mut r = Records::new(10);
         r.record(b"k", v(5), false, S).unwrap();
-        r.get_mut(b"k").unwrap().confirm = Some(Confirm::new(7, 3));
+        r.get_mut(b"k").unwrap().confirm = Some(Confirm::new(7, G));
         assert!(r.record(b"k", v(4), true, S).unwrap().is_none());
         assert!(!r.get(b"k").unwrap().deleted);
         let superseded = r.record(b"k", v(6), true, S).unwrap();
@@ -268,7 +287,7 @@ mod tests {
     fn a_waiting_confirmation_keeps_its_record() {
         let mut r = Records::new(10);
         r.record(b"k", v(1), false, S).unwrap();
-        r.get_mut(b"k").unwrap().confirm = Some(Confirm::new(1, 1));
+        r.get_mut(b"k").unwrap().confirm = Some(Confirm::new(1, G));
         r.expire(S * 2, S);
         assert_eq!(r.len(), 1);
         assert_eq!(r.next_expiry(), Some(S * 3));
@@ -279,13 +298,21 @@ mod tests {
 
     #[test]
     fn marks_ignore_out_of_range_and_repeats() {
-        let mut c = Confirm::new(1, 3);
-        assert!(!c.mark(0));
-        assert!(!c.mark(0));
-        assert!(!c.mark(3));
-        assert!(!c.mark(u32::MAX));
-        assert!(!c.mark(1));
-        assert!(c.mark(2));
-        assert_eq!(c.missing, 0);
+        // 4 data fragments in stripes of 3 + 2: stripe 0 needs 3 of 5, stripe 1 needs 1 of 3.
+        let mut c = Confirm::new(1, G);
+        assert_eq!(c.short, 2);
+        assert!(!c.mark(0, 0));
+        assert!(!c.mark(0, 0));
+        assert!(!c.mark(0, 5));
+        assert!(!c.mark(1, 3));
+        assert!(!c.mark(2, 0));
+        assert!(!c.mark(u32::MAX, u16::MAX));
+        assert!(!c.mark(0, 4), "parity counts too");
+        assert_eq!(c.worst(), (0, 2), "both one short: the first");
+        assert!(!c.mark(1, 2));
+        assert_eq!(c.worst(), (0, 2));
+        assert!(c.mark(0, 1));
+        assert_eq!(c.short, 0);
+        assert!(!c.mark(0, 2), "already whole enough");
     }
 }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+pub use super::repair::RepairFigures;
 use crate::wire;
 
 /// Identifies one request from the API to the core.
@@ -120,6 +121,11 @@ pub enum DropReason {
     SendFailed,
     /// A frame of a version this node wrote, with a shape it did not write.
     Inconsistent,
+    /// A copy of a fragment that passed moments before (a network duplicate, or an original
+    /// that was only delayed and has been rebuilt meanwhile).
+    Duplicate,
+    /// A sealed frame (key epoch not 0) this node has no key to check.
+    Unauthenticated,
 }
 
 impl DropReason {
@@ -134,7 +140,7 @@ impl DropReason {
     ];
 
     /// Every reason, in the order of the counters.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Truncated,
         DropReason::BadMagic,
         DropReason::UnsupportedVersion,
@@ -147,6 +153,8 @@ impl DropReason {
         DropReason::Kernel,
         DropReason::SendFailed,
         DropReason::Inconsistent,
+        DropReason::Duplicate,
+        DropReason::Unauthenticated,
     ];
 
     /// A short snake_case name, used as a metric label value.
@@ -164,6 +172,8 @@ impl DropReason {
             DropReason::Kernel => "kernel",
             DropReason::SendFailed => "send_failed",
             DropReason::Inconsistent => "inconsistent",
+            DropReason::Duplicate => "duplicate",
+            DropReason::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -182,7 +192,8 @@ impl From<wire::Error> for DropReason {
 }
 
 /// Why a request was refused, or a datagram not kept, for want of room: the labels of the
-/// `refused` counters. The last, `reassembly_full`, is counted by the reassembly.
+/// `refused` counters. Two more follow them in the figures: `reassembly_full`, counted by the
+/// reassembly, and `repair_full` (stripes that passed untracked), counted by the repair.
 pub const REFUSALS: [&str; 3] = ["requests_full", "write_backlog_full", "records_full"];
 pub const REFUSED_REQUESTS: usize = 0;
 pub const REFUSED_BACKLOG: usize = 1;
@@ -214,6 +225,8 @@ pub struct Stats {
     pub reassembly_bytes: u64,
     /// Bytes of PUT values accepted and not yet sent.
     pub write_backlog_bytes: u64,
+    /// In-loop repair: fragments rebuilt, stripes found unrecoverable, bytes held.
+    pub repair: RepairFigures,
 }
 
 /// Figures of the I/O threads, for [`Core::stats`].
@@ -235,6 +248,7 @@ pub struct Usage {
     pub requests: usize,
     pub write_backlog: u64,
     pub reassembly: u64,
+    pub repair: u64,
     pub records: usize,
     pub probes: usize,
     pub answers: usize,

@@ -6,6 +6,16 @@ use std::time::Duration;
 use super::*;
 use crate::wire::{self, DataRepr, Frame, Kind};
 
+/// A one-stripe shape with no parity, for hand-made frames from other nodes.
+fn plain(value_len: u64, chunk_len: u16) -> Geometry {
+    Geometry {
+        value_len,
+        chunk_len,
+        data: 256,
+        parity: 0,
+    }
+}
+
 const MAX_DATAGRAM: usize = 200;
 const LAP: Duration = Duration::from_millis(10);
 
@@ -32,6 +42,7 @@ impl Loop {
             loop_timeout: Duration::from_millis(200),
             destination: "reflector".into(),
             limits,
+            fec: Fec::default(),
         };
         let mut l = Loop {
             core: Core::new(config, now),
@@ -116,11 +127,9 @@ fn whole_value(origin: u64, hlc: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
     emit(&DataRepr {
         origin,
         hlc,
-        value_len: value.len() as u64,
-        fragment_index: 0,
-        fragment_count: 1,
-        chunk_len: 100,
-        parity_count: 0,
+        geometry: plain(value.len() as u64, 100),
+        stripe: 0,
+        shard: 0,
         key,
         payload: value,
     })
@@ -183,11 +192,14 @@ fn a_forged_fragment_of_a_write_being_confirmed_is_dropped() {
     let forged = DataRepr {
         origin: frame.origin(),
         hlc: frame.hlc(),
-        value_len: 1_000_000,
-        fragment_index: 9000,
-        fragment_count: 1_000_000 / 10,
-        chunk_len: 10,
-        parity_count: 0,
+        geometry: Geometry {
+            value_len: 1_000_000,
+            chunk_len: 10,
+            data: 32,
+            parity: 8,
+        },
+        stripe: 3000,
+        shard: 39,
         key: b"k",
         payload: &[0; 10],
     };
@@ -220,13 +232,15 @@ fn a_write_that_does_not_come_back_is_rolled_back_without_waiting_for_anything()
         l.now,
     );
     l.run(Duration::from_millis(1));
-    // Lose one fragment of the write.
-    let lost = l
-        .flight
-        .iter()
-        .position(|(_, d)| matches!(Frame::new_checked(&d[..]).unwrap().kind(), Kind::Data(_)))
-        .unwrap();
-    l.flight.remove(lost);
+    // Lose 9 data fragments of the write: one more than its stripe's 8 parity fragments.
+    for _ in 0..9 {
+        let lost = l
+            .flight
+            .iter()
+            .position(|(_, d)| matches!(Frame::new_checked(&d[..]).unwrap().kind(), Kind::Data(_)))
+            .unwrap();
+        l.flight.remove(lost);
+    }
     l.run(LAP * 4);
     let answer = l.answers.iter().position(|(a, _)| *a == id).unwrap();
     let failure = failed(l.answers.remove(answer).1);
@@ -307,25 +321,30 @@ fn a_get_whose_value_finds_no_room_says_so() {
     let first = DataRepr {
         origin: 99,
         hlc: clock::stamp(l.now.unix_ms),
-        value_len: 900,
-        fragment_index: 0,
-        fragment_count: 9,
-        chunk_len: 100,
-        parity_count: 0,
+        geometry: plain(900, 100),
+        stripe: 0,
+        shard: 0,
         key: b"j",
         payload: &[6; 100],
     };
     let buf = emit(&first);
     assert!(l.core.on_datagram(&buf, l.now));
-    assert_eq!(l.core.usage().reassembly, 908);
+    assert_eq!(l.core.usage().reassembly, reassembly::cost(&plain(900, 100)));
     let f = failed(l.get("k"));
     assert_eq!(f.kind, FailureKind::ResourceExhausted, "{}", f.message);
     assert!(f.message.contains("--max-reassembly"), "{}", f.message);
     assert!(l.core.usage().reassembly <= 1000);
     let refused = l.core.stats(l.now, IoFigures::default()).refused;
-    let fragments = wire::fragment_count(900, wire::max_chunk_len(MAX_DATAGRAM, 1) as u16);
+    let chunk_len = wire::max_chunk_len(MAX_DATAGRAM, 1) as u16;
+    let fec = Fec::default();
+    let written = Geometry {
+        value_len: 900,
+        chunk_len,
+        data: fec.data,
+        parity: fec.parity,
+    };
     assert!(
-        refused.contains(&("reassembly_full", fragments)),
+        refused.contains(&("reassembly_full", written.datagram_count())),
         "{refused:?}"
     );
 }
@@ -440,4 +459,129 @@ fn a_write_deleted_before_it_went_out_sends_nothing() {
     assert_eq!(l.sent_data, 0, "no fragment of the deleted write went out");
     assert_eq!(l.core.usage().write_backlog, 0);
     assert_eq!(failed(l.get("k")).kind, FailureKind::NotFound);
+}
+
+/// The fragments of data and parity in flight, by (origin, hlc, stripe, shard), with their
+/// number of copies.
+fn census(l: &Loop) -> std::collections::HashMap<(u64, u64, u32, u16), usize> {
+    let mut census = std::collections::HashMap::new();
+    for (_, d) in &l.flight {
+        let frame = Frame::new_checked(&d[..]).unwrap();
+        if let Kind::Data(f) | Kind::Parity(f) = frame.kind() {
+            *census
+                .entry((frame.origin(), frame.hlc(), f.stripe(), f.shard()))
+                .or_default() += 1;
+        }
+    }
+    census
+}
+
+/// The loop of a value of `len` bytes written at the default shape.
+fn written(len: usize) -> Geometry {
+    let fec = Fec::default();
+    Geometry {
+        value_len: len as u64,
+        chunk_len: wire::max_chunk_len(MAX_DATAGRAM, 1) as u16,
+        data: fec.data,
+        parity: fec.parity,
+    }
+}
+
+#[test]
+fn lost_fragments_are_rebuilt_within_the_lap_and_the_loop_stays_whole() {
+    let mut l = Loop::new(limits());
+    let v: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
+    assert!(matches!(l.put("k", &v), Answer::Done));
+    let g = written(v.len());
+    l.run(LAP * 2);
+    assert_eq!(census(&l).len() as u64, g.datagram_count());
+    // Lose 8 fragments of stripe 0 and 3 of stripe 2, data and parity.
+    let mut lost = 0;
+    l.flight.retain(|(_, d)| {
+        let frame = Frame::new_checked(&d[..]).unwrap();
+        let drop = match frame.kind() {
+            Kind::Data(f) | Kind::Parity(f) => {
+                (f.stripe() == 0 && f.shard() % 5 == 0) || (f.stripe() == 2 && f.shard() < 3)
+            }
+            _ => false,
+        };
+        lost += usize::from(drop);
+        !drop
+    });
+    assert_eq!(lost, 11);
+    l.run(LAP * 3);
+    let census = census(&l);
+    assert_eq!(census.len() as u64, g.datagram_count(), "every fragment is back");
+    assert!(census.values().all(|&n| n == 1), "and only once");
+    let stats = l.core.stats(l.now, IoFigures::default());
+    assert_eq!(stats.repair.repaired, 11);
+    assert_eq!(stats.repair.unrecoverable, 0);
+    assert_eq!(value(l.get("k")), v);
+}
+
+#[test]
+fn a_delayed_fragment_that_was_also_rebuilt_leaves_one_copy() {
+    let mut l = Loop::new(limits());
+    let v = vec![9u8; 3000];
+    assert!(matches!(l.put("k", &v), Answer::Done));
+    l.run(LAP * 2);
+    // Hold one fragment back for 3 ms, long enough for the node to rebuild it.
+    let at = l
+        .flight
+        .iter()
+        .position(|(_, d)| matches!(Frame::new_checked(&d[..]).unwrap().kind(), Kind::Data(_)))
+        .unwrap();
+    let (due, datagram) = l.flight.remove(at);
+    l.run((due + Duration::from_millis(3)).saturating_sub(l.now.mono));
+    assert!(l.core.stats(l.now, IoFigures::default()).repair.repaired >= 1);
+    assert!(!l.core.on_datagram(&datagram, l.now), "the late original is a copy");
+    assert_eq!(l.core.dropped(DropReason::Duplicate), 1);
+    l.run(LAP * 3);
+    let census = census(&l);
+    assert_eq!(census.len() as u64, written(v.len()).datagram_count());
+    assert!(census.values().all(|&n| n == 1));
+    assert_eq!(value(l.get("k")), v);
+}
+
+#[test]
+fn a_network_duplicate_is_dropped_and_the_next_lap_is_not() {
+    let mut l = Loop::new(limits());
+    assert!(matches!(l.put("k", b"tiny"), Answer::Done));
+    l.run(LAP * 2);
+    let copies: Vec<(Duration, Vec<u8>)> = l.flight.clone();
+    l.flight.extend(copies);
+    l.run(LAP * 3);
+    let census = census(&l);
+    assert_eq!(census.len() as u64, written(4).datagram_count(), "1 + 8 parity");
+    assert!(census.values().all(|&n| n == 1));
+    assert_eq!(value(l.get("k")), b"tiny");
+}
+
+#[test]
+fn a_get_reads_a_value_whose_stripes_each_lost_up_to_their_parity() {
+    let mut l = Loop::new(limits());
+    // Another node's value, with 8 fragments of each stripe never arriving here: the GET
+    // rebuilds them (and so does the repair, for the next lap).
+    let v: Vec<u8> = (0..9000u32).map(|i| (i % 251) as u8).collect();
+    let g = written(v.len());
+    let frames = wire::tests::frames_of(b"far", &v, clock::stamp(l.now.unix_ms), g);
+    l.next_id += 1;
+    let id = l.next_id;
+    l.core.on_command(
+        Command::Get {
+            id,
+            key: b"far".to_vec(),
+        },
+        l.now,
+    );
+    for (i, frame) in frames.iter().enumerate() {
+        if i % 5 != 0 {
+            assert!(l.core.on_datagram(frame, l.now));
+        }
+    }
+    while let Some(answer) = l.core.poll_answer() {
+        l.answers.push(answer);
+    }
+    let at = l.answers.iter().position(|(a, _)| *a == id).expect("answered at once");
+    assert_eq!(value(l.answers.remove(at).1), v);
 }
