@@ -471,3 +471,5 @@ fn relay(
         queue.push_back((Instant::now() + delay, dest, datagram));
     }
 }
+
+pub mod lossy;
