@@ -58,16 +58,39 @@ impl BoundSocket {
                 "net.core.wmem_max",
             ),
         ];
+        let container = in_container();
         for (which, got, asked, sysctl) in capped {
             if got < asked {
+                let advice = if container {
+                    // Not a per-container setting: read-only (or absent) in a container's
+                    // network namespace, so runc fails on `docker run --sysctl` for it.
+                    format!(
+                        "in a container the limit is the host's {sysctl}, which `docker run \
+                         --sysctl` cannot set: raise it on the host with `sysctl -w \
+                         {sysctl}={asked}`, or run the container with `--user 0 --cap-add \
+                         NET_ADMIN`"
+                    )
+                } else {
+                    format!(
+                        "raise the limit with `sysctl -w {sysctl}={asked}` or run with \
+                         CAP_NET_ADMIN"
+                    )
+                };
                 log::warn!(
                     "the {which} socket buffer is {got} bytes, below the {asked} requested: \
-                     bursts may be dropped; raise the limit with `sysctl -w {sysctl}={asked}` \
-                     or run with CAP_NET_ADMIN"
+                     bursts may be dropped; {advice}"
                 );
             }
         }
     }
+}
+
+/// Whether this process runs in a Docker or Podman container, going by the files their
+/// engines put in every container's root.
+fn in_container() -> bool {
+    ["/.dockerenv", "/run/.containerenv"]
+        .iter()
+        .any(|marker| std::path::Path::new(marker).exists())
 }
 
 /// Binds a UDP socket with large kernel buffers.
