@@ -7,7 +7,7 @@ mod fuzz_harness;
 
 use std::path::PathBuf;
 
-use elayday::wire::{DataRepr, ProbeRepr, TombstoneRepr};
+use elayday::wire::{DataRepr, Geometry, ProbeRepr, TombstoneRepr};
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     // Relative to the package root, where `cargo test` runs test binaries (not a path baked in
@@ -67,18 +67,28 @@ fn write_seeds() {
         buf.truncate(n);
         buf
     };
+    let geometry = Geometry {
+        value_len: 10,
+        chunk_len: 6,
+        data: 1,
+        parity: 1,
+    };
     let data = DataRepr {
         origin: 7,
         hlc: 1 << 40,
-        value_len: 10,
-        fragment_index: 1,
-        fragment_count: 2,
-        chunk_len: 6,
-        parity_count: 0,
+        geometry,
+        stripe: 1,
+        shard: 0,
         key: b"key",
         payload: b"6789",
     };
     write("frame", "data", &emit(data.buffer_len(), &|b| data.emit(b)));
+    let parity = DataRepr {
+        shard: 1,
+        payload: b"parity",
+        ..data
+    };
+    write("frame", "parity", &emit(parity.buffer_len(), &|b| parity.emit(b)));
     let tombstone = TombstoneRepr {
         origin: 7,
         hlc: 1 << 40,

@@ -20,28 +20,31 @@ use grpcio::RpcStatusCode;
 // ----- frames ------------------------------------------------------------------------------------
 
 /// A valid DATA frame, checksum included, claiming whatever geometry it is given: a value of
-/// `value_len` bytes cut into `chunk_len`-byte chunks, of which this is fragment
-/// `fragment_index`, with exactly the payload the wire format requires for that index. Every
-/// forged datagram of this file comes from here.
+/// `value_len` bytes cut into `chunk_len`-byte chunks in stripes of 32 + 8, of which this is
+/// data fragment `fragment_index`, with exactly the payload the wire format requires for that
+/// index. Every forged datagram of this file comes from here.
 fn forge_data(
     origin: u64,
     hlc: u64,
     key: &[u8],
     value_len: u64,
     chunk_len: u16,
-    fragment_index: u32,
+    fragment_index: u64,
 ) -> Vec<u8> {
-    let fragment_count = elayday::wire::fragment_count(value_len, chunk_len);
+    let geometry = elayday::wire::Geometry {
+        value_len,
+        chunk_len,
+        data: 32,
+        parity: 8,
+    };
     let payload =
         vec![0x5a; elayday::wire::chunk(value_len as usize, fragment_index, chunk_len).len()];
     let repr = elayday::wire::DataRepr {
         origin,
         hlc,
-        value_len,
-        fragment_index,
-        fragment_count: u32::try_from(fragment_count).expect("fits the wire"),
-        chunk_len,
-        parity_count: 0,
+        geometry,
+        stripe: u32::try_from(fragment_index / 32).expect("fits the wire"),
+        shard: (fragment_index % 32) as u16,
         key,
         payload: &payload,
     };
@@ -54,15 +57,16 @@ fn forge_data(
     datagram
 }
 
-/// `(origin, hlc, key)` of a DATA frame, read at the offsets of docs/wire-format.md (what anyone
-/// on the path can read off the wire); `None` for anything else.
+/// `(origin, hlc, key)` of a DATA or PARITY frame, read at the offsets of docs/wire-format.md
+/// (what anyone on the path can read off the wire); `None` for anything else.
 fn data_identity(datagram: &[u8]) -> Option<(u64, u64, &[u8])> {
     let u64_at = |at: usize| u64::from_be_bytes(datagram[at..at + 8].try_into().unwrap());
-    if datagram.len() < 52 || datagram[..4] != *b"ELDY" || datagram[4] != 1 || datagram[5] != 1 {
+    let fragment = datagram.get(5).is_some_and(|&t| t == 1 || t == 4);
+    if datagram.len() < 56 || datagram[..4] != *b"ELDY" || datagram[4] != 2 || !fragment {
         return None;
     }
-    let key_len = u16::from_be_bytes([datagram[48], datagram[49]]) as usize;
-    let key = datagram.get(52..52 + key_len)?;
+    let key_len = u16::from_be_bytes([datagram[52], datagram[53]]) as usize;
+    let key = datagram.get(56..56 + key_len)?;
     Some((u64_at(12), u64_at(20), key))
 }
 

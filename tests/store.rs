@@ -375,11 +375,14 @@ fn garbage_datagrams_are_dropped_and_counted() {
         let repr = elayday::wire::DataRepr {
             origin: 42,
             hlc: 1,
-            value_len: 3,
-            fragment_index: 0,
-            fragment_count: 1,
-            chunk_len: 100,
-            parity_count: 0,
+            geometry: elayday::wire::Geometry {
+                value_len: 3,
+                chunk_len: 100,
+                data: 1,
+                parity: 0,
+            },
+            stripe: 0,
+            shard: 0,
             key: b"x",
             payload: b"abc",
         };
@@ -409,7 +412,7 @@ fn garbage_datagrams_are_dropped_and_counted() {
             }
             _ => {
                 let mut d = valid.clone();
-                d[4] = 2; // a future format version
+                d[4] = 3; // a future format version
                 d
             }
         };
@@ -485,7 +488,8 @@ fn sigterm_reports_what_was_circulating() {
 fn a_write_that_does_not_come_back_whole_is_rolled_back() {
     let (node, _reflector, tap) = node_behind_tap("0.2");
     put(&node.client, "old", b"kept").unwrap();
-    tap.lose(b"lossy", 10);
+    // Every other data datagram: 16 of each stripe's 32, more than its 8 parity datagrams.
+    tap.lose(b"lossy", 2);
     let (c, message) = code(put(&node.client, "lossy", &pattern(100_000, 8)));
     assert_eq!(c, RpcStatusCode::DATA_LOSS, "{message}");
     assert!(message.contains("rolled back"), "{message}");
@@ -506,7 +510,8 @@ fn a_write_that_does_not_come_back_whole_is_rolled_back() {
 fn a_value_damaged_in_the_loop_is_data_loss_not_a_wrong_answer() {
     let (node, _reflector, tap) = node_behind_tap("0.2");
     put(&node.client, "fragile", &pattern(100_000, 2)).unwrap();
-    tap.lose(b"fragile", 7);
+    // More than the parity can make up for.
+    tap.lose(b"fragile", 2);
     wait_until(Duration::from_secs(10), "the damage to be seen", || {
         let result = get(&node.client, "fragile");
         matches!(&result, Err(grpcio::Error::RpcFailure(s)) if s.code() == RpcStatusCode::DATA_LOSS)

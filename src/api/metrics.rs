@@ -395,6 +395,24 @@ pub fn render(stats: &Stats) -> String {
             stats.write_backlog_bytes,
         ),
         (
+            "elayday_repair_bytes",
+            "gauge",
+            "Bytes held for the stripes passing now, to rebuild lost datagrams (limit: --max-repair).",
+            stats.repair.held,
+        ),
+        (
+            "elayday_datagrams_repaired_total",
+            "counter",
+            "Datagrams rebuilt from their stripe and sent back into the loop.",
+            stats.repair.repaired,
+        ),
+        (
+            "elayday_stripes_unrecoverable_total",
+            "counter",
+            "Stripe passes seen with fewer datagrams than it takes to rebuild them.",
+            stats.repair.unrecoverable,
+        ),
+        (
             "elayday_datagrams_received_total",
             "counter",
             "Datagrams received from the previous hop.",

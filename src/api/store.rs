@@ -270,6 +270,9 @@ fn stats_response(stats: &Stats) -> GetStatsResponse {
         records: stats.records,
         reassembly_bytes: stats.reassembly_bytes,
         write_backlog_bytes: stats.write_backlog_bytes,
+        datagrams_repaired: stats.repair.repaired,
+        stripes_unrecoverable: stats.repair.unrecoverable,
+        repair_bytes: stats.repair.held,
         ..Default::default()
     }
 }

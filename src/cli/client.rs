@@ -333,7 +333,8 @@ fn format_stats(s: &GetStatsResponse, target: &str) -> String {
          forwarded     {} datagrams, {}\n\
          dropped       {dropped}\n\
          refused       {refused}\n\
-         holding       {} records, {} reassembling, {} of writes to send\n\
+         repaired      {} datagrams rebuilt, {} stripes seen unrecoverable\n\
+         holding       {} records, {} reassembling, {} of writes to send, {} for repair\n\
          pending       {others} other request{}\n",
         s.node_id,
         s.version,
@@ -349,9 +350,12 @@ fn format_stats(s: &GetStatsResponse, target: &str) -> String {
         s.datagrams_received,
         s.datagrams_forwarded,
         size(s.bytes_forwarded as usize),
+        s.datagrams_repaired,
+        s.stripes_unrecoverable,
         s.records,
         size(s.reassembly_bytes as usize),
         size(s.write_backlog_bytes as usize),
+        size(s.repair_bytes as usize),
         if others == 1 { "" } else { "s" },
     )
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::api::Api;
 use crate::daemon::shutdown::Shutdown;
-use crate::node::{Limits, Node, NodeConfig};
+use crate::node::{Fec, Limits, Node, NodeConfig};
 use crate::reflector::{Reflector, ReflectorConfig};
 use crate::udp::SocketOptions;
 
@@ -95,6 +95,7 @@ pub fn run(config: DemoConfig, shutdown: &Shutdown) -> io::Result<()> {
         socket_buffer: SOCKET_BUFFER,
         loop_timeout: (config.delay * 3).max(Duration::from_secs(2)),
         limits: Limits::defaults(MAX_VALUE_SIZE),
+        fec: Fec::default(),
     };
     let node = match Node::start(node, shutdown) {
         Ok(node) => node,

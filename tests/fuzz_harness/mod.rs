@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::time::Duration;
 
-use elayday::node::core::{Command, Core, CoreConfig, Limits, Now};
+use elayday::node::core::{Command, Core, CoreConfig, Fec, Limits, Now};
 use elayday::wire::{self, Frame, Kind};
 
 /// `Frame::new_checked` on anything; every accessor of an accepted frame.
@@ -21,12 +21,14 @@ pub fn frame(data: &[u8]) {
     match frame.kind() {
         Kind::Data(d) | Kind::Parity(d) => {
             assert!(!d.key().is_empty() && d.key().len() <= wire::MAX_KEY_LEN);
-            assert_eq!(
-                u64::from(d.fragment_count()),
-                wire::fragment_count(d.value_len(), d.chunk_len())
-            );
-            sum ^= d.value_len() ^ d.payload_offset() ^ d.payload().len() as u64;
-            sum ^= u64::from(d.fragment_index()) ^ u64::from(d.parity_count());
+            let g = d.geometry();
+            assert!(g.is_valid());
+            assert!(u64::from(d.stripe()) < g.stripe_count());
+            assert!(u32::from(d.shard()) < g.shards_in(d.stripe()));
+            assert_eq!(d.payload().len(), g.payload_len(d.stripe(), d.shard()));
+            assert_eq!(d.fragment_count(), wire::fragment_count(d.value_len(), d.chunk_len()));
+            sum ^= d.value_len() ^ d.payload_offset().unwrap_or(1) ^ d.payload().len() as u64;
+            sum ^= d.data_index().unwrap_or(2) ^ u64::from(d.stripe_parity());
         }
         Kind::Tombstone(t) => sum ^= t.key().len() as u64,
         Kind::Probe(p) => sum ^= p.sequence() ^ p.sent_at_ns(),
@@ -40,8 +42,9 @@ const LIMITS: Limits = Limits {
     max_value_size: 64 << 10,
     max_requests: 16,
     max_write_backlog: 128 << 10,
-    max_reassembly: 96 << 10,
+    max_reassembly: 128 << 10,
     max_records: 8,
+    max_repair: 256 << 10,
 };
 const MAX_DATAGRAM: usize = 300;
 const LOOP_DELAY: Duration = Duration::from_millis(20);
@@ -62,6 +65,7 @@ pub fn core(data: &[u8]) {
         loop_timeout: Duration::from_millis(100),
         destination: "reflector".into(),
         limits: LIMITS,
+        fec: Fec { data: 4, parity: 2 },
     };
     let mut core = Core::new(config, now);
     // Datagrams on their way back from the reflector, with their arrival times.
@@ -159,6 +163,7 @@ pub fn core(data: &[u8]) {
         assert!(usage.write_backlog <= LIMITS.max_write_backlog, "{usage:?}");
         assert!(usage.reassembly <= LIMITS.max_reassembly, "{usage:?}");
         assert!(usage.records <= LIMITS.max_records, "{usage:?}");
+        assert!(usage.repair <= LIMITS.max_repair, "{usage:?}");
         assert!(in_flight.len() < 100_000, "the loop only grows");
     }
 }

@@ -269,7 +269,8 @@ impl Repair {
             Some(_) => {
                 // Seen in an earlier pass: this is the stripe's next lap.
                 if !slot.done {
-                    self.held += judge(id, slot, &mut self.coder, &mut self.out, &mut self.figures, now);
+                    let room = self.budget.saturating_sub(self.held);
+                    self.held += judge(id, slot, room, &mut self.coder, &mut self.out, &mut self.figures, now);
                 }
                 let start = now.saturating_sub(window);
                 slot.present = slot.seen.iter().flatten().filter(|&&t| t > start).count() as u32;
@@ -327,7 +328,8 @@ impl Repair {
                 continue;
             }
             if !slot.done {
-                self.held += judge(id, slot, &mut self.coder, &mut self.out, &mut self.figures, now);
+                let room = self.budget.saturating_sub(self.held);
+                self.held += judge(id, slot, room, &mut self.coder, &mut self.out, &mut self.figures, now);
                 if slot.done {
                     recycle(&mut self.pool, slot.payloads.take());
                 }
@@ -381,10 +383,12 @@ fn recycle(pool: &mut Vec<Vec<u8>>, buf: Option<Vec<u8>>) {
 
 /// Judges a pass that has gone by: whole, rebuildable (then the missing fragments are rebuilt,
 /// queued, and count as passed now), or short of its data count (counted once, and looked at
-/// again if more of it comes). Returns the bytes queued.
+/// again if more of it comes). The rebuilt fragments must fit in `room` bytes, or the stripe is
+/// looked at again later (counted in `untracked`). Returns the bytes queued.
 fn judge(
     id: StripeId,
     slot: &mut Slot,
+    room: u64,
     coder: &mut Coder,
     out: &mut VecDeque<Rebuilt>,
     figures: &mut RepairFigures,
@@ -404,6 +408,12 @@ fn judge(
     let Some(payloads) = slot.payloads.as_ref() else {
         return 0;
     };
+    let missing = u64::from(slot.shards() - slot.present);
+    let per = u64::from(slot.geometry.chunk_len) + slot.key.len() as u64 + SLOT_OVERHEAD;
+    if missing * per > room {
+        figures.untracked += 1;
+        return 0;
+    }
     let chunk = slot.chunk();
     let start = slot.pass_start;
     let present: Vec<Option<&[u8]>> = slot
