@@ -58,7 +58,12 @@ impl Coder {
         Coder::default()
     }
 
-    fn encoder(&mut self, data: usize, parity: usize, shard_len: usize) -> Result<&mut ReedSolomonEncoder, Error> {
+    fn encoder(
+        &mut self,
+        data: usize,
+        parity: usize,
+        shard_len: usize,
+    ) -> Result<&mut ReedSolomonEncoder, Error> {
         match &mut self.encoder {
             Some(encoder) => encoder.reset(data, parity, shard_len)?,
             None => self.encoder = Some(ReedSolomonEncoder::new(data, parity, shard_len)?),
@@ -66,7 +71,12 @@ impl Coder {
         Ok(self.encoder.as_mut().expect("set above"))
     }
 
-    fn decoder(&mut self, data: usize, parity: usize, shard_len: usize) -> Result<&mut ReedSolomonDecoder, Error> {
+    fn decoder(
+        &mut self,
+        data: usize,
+        parity: usize,
+        shard_len: usize,
+    ) -> Result<&mut ReedSolomonDecoder, Error> {
         match &mut self.decoder {
             Some(decoder) => decoder.reset(data, parity, shard_len)?,
             None => self.decoder = Some(ReedSolomonDecoder::new(data, parity, shard_len)?),
@@ -141,7 +151,10 @@ impl Coder {
         mut out: impl FnMut(usize, &[u8]),
     ) -> Result<(), Error> {
         if shards.len() != data + parity {
-            return Err(Error::Code(format!("{} fragments for a stripe of {data} + {parity}", shards.len())));
+            return Err(Error::Code(format!(
+                "{} fragments for a stripe of {data} + {parity}",
+                shards.len()
+            )));
         }
         let present = shards.iter().flatten().count();
         if present < data {
@@ -244,15 +257,22 @@ mod tests {
             let p = parity_of(&mut coder, &d, parity, len);
             let all: Vec<&Vec<u8>> = d.iter().chain(&p).collect();
             // Lose `parity` fragments at several places: first, last, spread.
-            for start in [0, data.saturating_sub(1), data + parity - parity.min(data + parity)] {
-                let lost: Vec<usize> =
-                    (0..parity).map(|j| (start + j * 3) % (data + parity)).collect();
+            for start in [
+                0,
+                data.saturating_sub(1),
+                data + parity - parity.min(data + parity),
+            ] {
+                let lost: Vec<usize> = (0..parity)
+                    .map(|j| (start + j * 3) % (data + parity))
+                    .collect();
                 let present: Vec<Option<&[u8]>> = (0..data + parity)
                     .map(|i| (!lost.contains(&i)).then(|| all[i].as_slice()))
                     .collect();
                 let mut rebuilt = vec![None; data + parity];
                 coder
-                    .rebuild(data, parity, len, &present, |i, s| rebuilt[i] = Some(s.to_vec()))
+                    .rebuild(data, parity, len, &present, |i, s| {
+                        rebuilt[i] = Some(s.to_vec())
+                    })
                     .unwrap();
                 for i in 0..data + parity {
                     match (&rebuilt[i], lost.contains(&i)) {
@@ -262,7 +282,9 @@ mod tests {
                             assert!(s[want.len()..].iter().all(|&b| b == 0));
                         }
                         (None, false) => {}
-                        (got, lost) => panic!("shard {i}: rebuilt {:?}, lost {lost}", got.is_some()),
+                        (got, lost) => {
+                            panic!("shard {i}: rebuilt {:?}, lost {lost}", got.is_some())
+                        }
                     }
                 }
             }
@@ -274,8 +296,21 @@ mod tests {
         let mut coder = Coder::new();
         let d = shards(4, 10, 10);
         let p = parity_of(&mut coder, &d, 2, 10);
-        let present = [None, None, None, Some(&d[3][..]), Some(&p[0][..]), Some(&p[1][..])];
+        let present = [
+            None,
+            None,
+            None,
+            Some(&d[3][..]),
+            Some(&p[0][..]),
+            Some(&p[1][..]),
+        ];
         let err = coder.rebuild(4, 2, 10, &present, |_, _| {}).unwrap_err();
-        assert_eq!(err, Error::TooFew { present: 3, data: 4 });
+        assert_eq!(
+            err,
+            Error::TooFew {
+                present: 3,
+                data: 4
+            }
+        );
     }
 }

@@ -212,7 +212,8 @@ impl Geometry {
     /// Index among the value's data fragments of fragment `shard` of stripe `stripe`, or
     /// `None` for a parity fragment.
     pub fn data_index(&self, stripe: u32, shard: u16) -> Option<u64> {
-        (shard < self.data_in(stripe)).then(|| u64::from(stripe) * u64::from(self.data) + u64::from(shard))
+        (shard < self.data_in(stripe))
+            .then(|| u64::from(stripe) * u64::from(self.data) + u64::from(shard))
     }
 
     /// Payload length of fragment `shard` of stripe `stripe`: its chunk of the value for a

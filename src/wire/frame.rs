@@ -250,7 +250,11 @@ fn check(buf: &[u8]) -> Result<FrameType, Error> {
         FrameType::Tombstone => check_tombstone(buf)?,
         FrameType::Probe => PROBE_LEN,
     };
-    let tag_len = if read_u32(buf, field::EPOCH) == 0 { 0 } else { TAG_LEN };
+    let tag_len = if read_u32(buf, field::EPOCH) == 0 {
+        0
+    } else {
+        TAG_LEN
+    };
     let frame_len = body_len + tag_len;
     if buf.len() < frame_len {
         return Err(Error::Truncated);
@@ -285,7 +289,8 @@ fn check_data(buf: &[u8], frame_type: FrameType) -> Result<usize, Error> {
     }
     let stripe = read_u32(buf, field::STRIPE);
     let shard = read_u16(buf, field::SHARD);
-    if u64::from(stripe) >= geometry.stripe_count() || u32::from(shard) >= geometry.shards_in(stripe)
+    if u64::from(stripe) >= geometry.stripe_count()
+        || u32::from(shard) >= geometry.shards_in(stripe)
     {
         return Err(Error::Malformed);
     }

@@ -322,7 +322,10 @@ fn parity_round_trip() {
     assert_eq!(frame.frame_type(), FrameType::Data);
     assert_eq!(data(&frame).data_index(), Some(3));
     let buf = shard_frame(1, 2, 300);
-    assert_eq!(Frame::new_checked(&buf[..]).unwrap().frame_type(), FrameType::Parity);
+    assert_eq!(
+        Frame::new_checked(&buf[..]).unwrap().frame_type(),
+        FrameType::Parity
+    );
 }
 
 #[test]
@@ -336,16 +339,36 @@ fn geometry_arithmetic() {
     assert_eq!(FEC.data_index(1, 1), None);
     assert_eq!(FEC.payload_len(1, 0), 100);
     assert_eq!(FEC.payload_len(1, 1), 300);
-    let empty = Geometry { value_len: 0, ..FEC };
+    let empty = Geometry {
+        value_len: 0,
+        ..FEC
+    };
     assert_eq!((empty.stripe_count(), empty.datagram_count()), (1, 3));
     assert!(FEC.is_valid());
     for bad in [
-        Geometry { chunk_len: 0, ..FEC },
-        Geometry { chunk_len: 301, ..FEC },
+        Geometry {
+            chunk_len: 0,
+            ..FEC
+        },
+        Geometry {
+            chunk_len: 301,
+            ..FEC
+        },
         Geometry { data: 0, ..FEC },
-        Geometry { data: MAX_STRIPE_DATA + 1, ..FEC },
-        Geometry { parity: MAX_STRIPE_PARITY + 1, ..FEC },
-        Geometry { value_len: u64::MAX, chunk_len: 2, data: 1, parity: 0 },
+        Geometry {
+            data: MAX_STRIPE_DATA + 1,
+            ..FEC
+        },
+        Geometry {
+            parity: MAX_STRIPE_PARITY + 1,
+            ..FEC
+        },
+        Geometry {
+            value_len: u64::MAX,
+            chunk_len: 2,
+            data: 1,
+            parity: 0,
+        },
     ] {
         assert!(!bad.is_valid(), "{bad:?}");
     }
@@ -365,13 +388,30 @@ fn interleaving_spreads_each_stripe() {
     assert_eq!(
         order,
         [
-            (0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2),
-            (2, 0), (3, 0), (2, 1), (3, 1), (2, 2), (3, 2),
-            (4, 0), (4, 1), (4, 2),
+            (0, 0),
+            (1, 0),
+            (0, 1),
+            (1, 1),
+            (0, 2),
+            (1, 2),
+            (2, 0),
+            (3, 0),
+            (2, 1),
+            (3, 1),
+            (2, 2),
+            (3, 2),
+            (4, 0),
+            (4, 1),
+            (4, 2),
         ]
     );
     // Every fragment exactly once, for a short last stripe too.
-    let g = Geometry { value_len: 10_000, chunk_len: 100, data: 16, parity: 4 };
+    let g = Geometry {
+        value_len: 10_000,
+        chunk_len: 100,
+        data: 16,
+        parity: 4,
+    };
     let mut all: Vec<(u32, u16)> = interleaved(g, 8).collect();
     assert_eq!(all.len() as u64, g.datagram_count());
     all.sort_unstable();
@@ -379,7 +419,10 @@ fn interleaving_spreads_each_stripe() {
     assert_eq!(all.len() as u64, g.datagram_count());
     // A burst of 16 consecutive losses takes at most 2 fragments of any stripe of a group of
     // 8 stripes (100 data fragments are 7 stripes of 16: use 200).
-    let g = Geometry { value_len: 20_000, ..g };
+    let g = Geometry {
+        value_len: 20_000,
+        ..g
+    };
     let order: Vec<(u32, u16)> = interleaved(g, 8).collect();
     for window in order[..8 * 20].windows(16) {
         for stripe in 0..8 {
@@ -524,9 +567,7 @@ fn flipped_bits_fail_the_checksum() {
     check(&buf).unwrap();
     // Fields that only the checksum guards: flags, checksum, origin, hlc, reserved bytes,
     // key, payload.
-    let positions = [
-        6, 7, 8, 11, 12, 19, 20, 27, 54, 55, 56, 62, 63, 80, 102,
-    ];
+    let positions = [6, 7, 8, 11, 12, 19, 20, 27, 54, 55, 56, 62, 63, 80, 102];
     assert_eq!(buf.len(), 103);
     for at in positions {
         for bit in [0, 3, 7] {
@@ -588,7 +629,16 @@ fn rejects_inconsistent_data_headers() {
         // Stripe shape out of the format's limits.
         (1000, 0, 0, 300, 0, 2, 300, Err(Malformed)),
         (1000, 0, 0, 300, MAX_STRIPE_DATA + 1, 2, 300, Err(Malformed)),
-        (1000, 0, 0, 300, 3, MAX_STRIPE_PARITY + 1, 300, Err(Malformed)),
+        (
+            1000,
+            0,
+            0,
+            300,
+            3,
+            MAX_STRIPE_PARITY + 1,
+            300,
+            Err(Malformed),
+        ),
         (1000, 0, 0, 300, 3, 0, 300, Ok(())),
         // chunk_len 0 or odd, also for an empty value.
         (1000, 0, 0, 0, 3, 2, 0, Err(Malformed)),
@@ -766,7 +816,11 @@ const CRC: [u8; 4] = [0xbf, 0x59, 0x0e, 0x24];
 
 #[test]
 fn max_chunk_len_fits_the_datagram() {
-    assert_eq!(max_chunk_len(1232, 1), 1232 - 58, "1175 rounded down to even");
+    assert_eq!(
+        max_chunk_len(1232, 1),
+        1232 - 58,
+        "1175 rounded down to even"
+    );
     assert_eq!(max_chunk_len(1232, 2), 1232 - 58);
     assert_eq!(max_chunk_len(1232, MAX_KEY_LEN), 1232 - 56 - 1024);
     assert_eq!(max_chunk_len(DATA_HEADER_LEN + 10, 10), 0);

@@ -41,7 +41,7 @@ pub use self::probes::Totals;
 use self::reassembly::{Progress, Reassembly};
 use self::records::{Confirm, Records};
 use self::repair::{Repair, Verdict};
-use self::writes::PutJob;
+use self::writes::{Emit, PutJob};
 use crate::coding::Coder;
 use crate::wire::{
     self, DataFrame, Frame, Geometry, Kind, ProbeRepr, TombstoneFrame, TombstoneRepr,
@@ -223,7 +223,9 @@ impl Core {
                 floor = Some(record.version);
             }
         }
-        if self.repair.on_fragment(frame, version.origin, version.hlc, now.mono)
+        if self
+            .repair
+            .on_fragment(frame, version.origin, version.hlc, now.mono)
             == Verdict::Duplicate
         {
             if let Some(confirm) = superseded {
@@ -427,7 +429,14 @@ impl Core {
 
     /// The latest time at which [`Core::on_timer`] or [`Core::poll_transmit`] has work to do.
     pub fn next_deadline(&self) -> Duration {
-        self.next_timer().min(self.probes.next_due())
+        let rows = self
+            .puts
+            .iter()
+            .filter_map(|job| job.waits_until(Duration::ZERO))
+            .min();
+        self.next_timer()
+            .min(self.probes.next_due())
+            .min(rows.unwrap_or(Duration::MAX))
     }
 
     /// The latest time at which [`Core::on_timer`] has work to do (a caller that cannot
@@ -706,8 +715,16 @@ impl Core {
         let record = self.records.get_mut(&key).expect("just recorded");
         record.geometry = Some(geometry);
         record.confirm = Some(Confirm::new(id, geometry));
-        self.puts
-            .push_back(PutJob::new(id, key.into(), value, version, geometry));
+        // A narrow value's rows are spread over half a lap (see `writes`).
+        let spread = self.probes.period_last().unwrap_or_default() / 2;
+        self.puts.push_back(PutJob::new(
+            id,
+            key.into(),
+            value,
+            version,
+            geometry,
+            spread,
+        ));
     }
 
     // ----- output ----------------------------------------------------------------------------
@@ -715,7 +732,7 @@ impl Core {
     /// Whether [`Core::poll_transmit`] has a frame to write at `now`.
     pub fn wants_transmit(&self, now: Now) -> bool {
         !self.tombstones.is_empty()
-            || !self.puts.is_empty()
+            || self.puts.iter().any(|job| job.ready(now.mono))
             || self.repair.wants_transmit()
             || self.probes.due(now.mono)
     }
@@ -751,14 +768,28 @@ impl Core {
             return Some(len);
         }
         // (A write replaced before all of it went out has left the queue: see
-        // `write_superseded`.)
-        let job = self.puts.front_mut()?;
-        let len = job.emit(buf, self.config.id, &mut self.coder);
-        if !job.done() {
-            return len;
+        // `write_superseded`.) Writes go in the order taken, but one whose next row must wait
+        // lets those behind it go meanwhile.
+        let mut at = 0;
+        while at < self.puts.len() {
+            match self.puts[at].emit(buf, self.config.id, &mut self.coder, now.mono) {
+                Emit::Frame(len) => {
+                    if self.puts[at].done() {
+                        self.all_sent(at);
+                    }
+                    return Some(len);
+                }
+                Emit::Wait(_) => at += 1,
+                Emit::Done => self.all_sent(at),
+            }
         }
-        // All sent: the next probe's return proves they have all had time to come back.
-        let job = self.puts.pop_front().expect("front exists");
+        None
+    }
+
+    /// Write `at` of the queue has sent everything: the next probe's return proves it has all
+    /// had time to come back.
+    fn all_sent(&mut self, at: usize) {
+        let job = self.puts.remove(at).expect("in the queue");
         let confirm = self.records.get_mut(&job.key).and_then(|r| {
             (r.version == job.version)
                 .then_some(r.confirm.as_mut())
@@ -769,7 +800,6 @@ impl Core {
             confirm.probe_seq = Some(self.probes.want());
             self.confirming.push(job.key);
         }
-        len
     }
 
     /// The next answer to deliver to its caller.

@@ -93,7 +93,12 @@ impl Partial {
         (0..self.stripes.len() as u32)
             .map(|s| {
                 let st = &self.stripes[s as usize];
-                (s, u32::from(st.count), u32::from(g.data_in(s)), g.shards_in(s))
+                (
+                    s,
+                    u32::from(st.count),
+                    u32::from(g.data_in(s)),
+                    g.shards_in(s),
+                )
             })
             .min_by_key(|&(_, have, need, _)| i64::from(have) - i64::from(need))
             .unwrap_or((0, 0, 1, 1))
@@ -408,7 +413,10 @@ fn rebuild(partial: &mut Partial, stripe: u32, coder: &mut Coder) {
     let ranges: Vec<(u64, std::ops::Range<usize>)> = (0..data_in as u16)
         .map(|shard| {
             let index = g.data_index(stripe, shard).expect("a data position");
-            (index, crate::wire::chunk(partial.buf.len(), index, g.chunk_len))
+            (
+                index,
+                crate::wire::chunk(partial.buf.len(), index, g.chunk_len),
+            )
         })
         .collect();
     let mut shards: Vec<Option<&[u8]>> = ranges
@@ -420,9 +428,15 @@ fn rebuild(partial: &mut Partial, stripe: u32, coder: &mut Coder) {
         shards.push(held.then(|| &st.parity[p * chunk..][..chunk]));
     }
     let mut restored: Vec<(usize, Vec<u8>)> = Vec::new();
-    let result = coder.restore_data(data_in, usize::from(g.parity), chunk, &shards, |i, shard| {
-        restored.push((i, shard.to_vec()));
-    });
+    let result = coder.restore_data(
+        data_in,
+        usize::from(g.parity),
+        chunk,
+        &shards,
+        |i, shard| {
+            restored.push((i, shard.to_vec()));
+        },
+    );
     if result.is_err() {
         return;
     }
@@ -696,7 +710,11 @@ mod tests {
         let mut at = 0;
         for stripe in 0..g.stripe_count() as u32 {
             let n = g.shards_in(stripe) as usize;
-            let lose = [stripe as usize % n, (stripe as usize * 3 + 1) % n, (stripe as usize + 5) % n];
+            let lose = [
+                stripe as usize % n,
+                (stripe as usize * 3 + 1) % n,
+                (stripe as usize + 5) % n,
+            ];
             for shard in 0..n {
                 if !lose.contains(&shard) {
                     kept.push(all[at + shard].clone());

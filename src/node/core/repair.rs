@@ -96,6 +96,8 @@ struct Slot {
     done: bool,
     /// The current pass was found short of its data count (counted once).
     hopeless: bool,
+    /// The current pass found no room for its payloads (counted once).
+    no_room: bool,
     /// A timer entry stands for this slot.
     timer: bool,
 }
@@ -113,14 +115,28 @@ impl Slot {
         usize::from(self.geometry.chunk_len)
     }
 
+    /// Bytes charged while the slot exists: its times and key.
     fn cost(&self) -> u64 {
         slot_cost(&self.geometry, self.stripe, self.key.len())
+    }
+
+    /// Bytes charged while it holds payloads.
+    fn payload_cost(&self) -> u64 {
+        u64::from(self.shards()) * u64::from(self.geometry.chunk_len)
     }
 }
 
 fn slot_cost(geometry: &Geometry, stripe: u32, key: usize) -> u64 {
     let shards = u64::from(geometry.shards_in(stripe));
-    shards * (u64::from(geometry.chunk_len) + 16) + key as u64 + SLOT_OVERHEAD
+    shards * 16 + key as u64 + SLOT_OVERHEAD
+}
+
+/// Gives back the payloads `slot` holds, if any.
+fn release(slot: &mut Slot, pool: &mut Vec<Vec<u8>>, held: &mut u64) {
+    if let Some(buf) = slot.payloads.take() {
+        *held -= slot.payload_cost();
+        recycle(pool, Some(buf));
+    }
 }
 
 /// A rebuilt fragment waiting to be sent.
@@ -253,6 +269,7 @@ impl Repair {
                     last: now,
                     done: false,
                     hopeless: false,
+                    no_room: false,
                     timer: false,
                 };
                 self.slots.entry(id).or_insert(slot)
@@ -266,36 +283,55 @@ impl Repair {
                 self.figures.duplicates += 1;
                 return Verdict::Duplicate;
             }
-            Some(_) => {
-                // Seen in an earlier pass: this is the stripe's next lap.
+            Some(at) if at >= slot.pass_start => {
+                // Seen in this pass, a lap or more ago: the stripe's next pass begins.
                 if !slot.done {
                     let room = self.budget.saturating_sub(self.held);
-                    self.held += judge(id, slot, room, &mut self.coder, &mut self.out, &mut self.figures, now);
+                    self.held += judge(
+                        id,
+                        slot,
+                        room,
+                        &mut self.coder,
+                        &mut self.out,
+                        &mut self.figures,
+                        now,
+                    );
                 }
-                let start = now.saturating_sub(window);
-                slot.present = slot.seen.iter().flatten().filter(|&&t| t > start).count() as u32;
-                slot.pass_start = start;
+                slot.present = 0;
+                slot.pass_start = now;
                 slot.done = false;
                 slot.hopeless = false;
+                slot.no_room = false;
             }
-            None => {}
+            // Never seen, or seen in an earlier pass: a fragment of this pass.
+            _ => {}
         }
         slot.seen[shard] = Some(now);
         slot.present += 1;
         slot.last = now;
         if slot.present >= slot.shards() {
             slot.done = true;
-            recycle(&mut self.pool, slot.payloads.take());
+            release(slot, &mut self.pool, &mut self.held);
         } else if !slot.done {
-            let len = slot.shards() as usize * slot.chunk();
-            let copied = &mut slot.copied;
-            let payloads = slot.payloads.get_or_insert_with(|| {
-                copied.fill(false);
+            if slot.payloads.is_none() {
+                if self.held + slot.payload_cost() > self.budget {
+                    // No room to keep this pass: it goes by unmended.
+                    if !slot.no_room {
+                        slot.no_room = true;
+                        self.figures.untracked += 1;
+                    }
+                    self.push_timer(id, now);
+                    return Verdict::Forward;
+                }
+                self.held += slot.payload_cost();
+                slot.copied.fill(false);
                 let mut buf = self.pool.pop().unwrap_or_default();
                 buf.clear();
-                buf.resize(len, 0);
-                buf
-            });
+                buf.resize(slot.shards() as usize * slot.chunk(), 0);
+                slot.payloads = Some(buf);
+            }
+            let copied = &mut slot.copied;
+            let payloads = slot.payloads.as_mut().expect("allocated above");
             copied[shard] = true;
             let chunk = usize::from(geometry.chunk_len);
             let payload = frame.payload();
@@ -303,11 +339,18 @@ impl Repair {
             dst[..payload.len()].copy_from_slice(payload);
             dst[payload.len()..].fill(0);
         }
-        if !slot.timer {
-            slot.timer = true;
-            self.timers.push_back((now + self.quiet, id));
-        }
+        self.push_timer(id, now);
         Verdict::Forward
+    }
+
+    /// Makes sure a timer entry stands for the slot of `id`.
+    fn push_timer(&mut self, id: StripeId, now: Duration) {
+        if let Some(slot) = self.slots.get_mut(&id) {
+            if !slot.timer {
+                slot.timer = true;
+                self.timers.push_back((now + self.quiet, id));
+            }
+        }
     }
 
     /// Judges the stripes that have gone quiet by `now`, and forgets those that passed long
@@ -329,17 +372,26 @@ impl Repair {
             }
             if !slot.done {
                 let room = self.budget.saturating_sub(self.held);
-                self.held += judge(id, slot, room, &mut self.coder, &mut self.out, &mut self.figures, now);
+                self.held += judge(
+                    id,
+                    slot,
+                    room,
+                    &mut self.coder,
+                    &mut self.out,
+                    &mut self.figures,
+                    now,
+                );
                 if slot.done {
-                    recycle(&mut self.pool, slot.payloads.take());
+                    release(slot, &mut self.pool, &mut self.held);
                 }
             }
             if slot.last + keep <= now {
                 let mut slot = self.slots.remove(&id).expect("looked up above");
-                recycle(&mut self.pool, slot.payloads.take());
+                release(&mut slot, &mut self.pool, &mut self.held);
                 self.held -= slot.cost();
             } else {
-                self.timers.push_back(((slot.last + keep).max(now + self.quiet), id));
+                self.timers
+                    .push_back(((slot.last + keep).max(now + self.quiet), id));
             }
         }
     }

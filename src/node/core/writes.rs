@@ -1,9 +1,14 @@
 //! node::core::writes: a PUT's value on its way out, fragment by fragment.
 //!
 //! It owns the order in which a write's fragments leave (stripes interleaved in groups of
-//! [`INTERLEAVE_DEPTH`], see [`crate::wire::interleaved`]) and the parity of the group being
-//! sent, computed when the group starts: one group's parity is all it holds besides the value.
-//! It must not decide when a write is confirmed or rolled back (the core's records do that).
+//! [`INTERLEAVE_DEPTH`], see [`crate::wire::interleaved`]), their spacing in time, and the
+//! parity of the group being sent, computed when the group starts: one group's parity is all it
+//! holds besides the value. A value of fewer stripes than the depth cannot spread a burst of
+//! losses over enough stripes by itself: its rows (one fragment of each stripe) are sent
+//! `spacing` apart, so that the loop's other traffic comes between them. It must not decide
+//! when a write is confirmed or rolled back (the core's records do that).
+
+use std::time::Duration;
 
 use super::clock::Version;
 use super::requests::RequestId;
@@ -14,6 +19,17 @@ use crate::wire::{self, DataRepr, Geometry};
 /// `ceil(b / 16)` fragments of any one stripe of a group (up to 128 with the default 8 parity
 /// fragments per stripe, before the stripe cannot be rebuilt).
 pub const INTERLEAVE_DEPTH: u32 = 16;
+
+/// What [`PutJob::emit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// Wrote a fragment of this many bytes.
+    Frame(usize),
+    /// The next row may not go before this time.
+    Wait(Duration),
+    /// Every fragment has been sent.
+    Done,
+}
 
 /// A write being sent.
 pub struct PutJob {
@@ -30,17 +46,31 @@ pub struct PutJob {
     /// group's first fragment goes.
     parity: Vec<u8>,
     sent: u64,
+    /// Time between two rows of a group; zero to send them back to back.
+    spacing: Duration,
+    /// The current row may not start before this time.
+    ready_at: Duration,
 }
 
 impl PutJob {
-    /// A write of `value` under `key` at `version`, cut as `geometry` says.
+    /// A write of `value` under `key` at `version`, cut as `geometry` says. A value of fewer
+    /// stripes than [`INTERLEAVE_DEPTH`] (with parity) has its rows spread over `spread`.
     pub fn new(
         id: RequestId,
         key: Box<[u8]>,
         value: Vec<u8>,
         version: Version,
         geometry: Geometry,
+        spread: Duration,
     ) -> PutJob {
+        // The first stripe is the widest.
+        let rows = geometry.shards_in(0);
+        let narrow = geometry.stripe_count() < u64::from(INTERLEAVE_DEPTH);
+        let spacing = if narrow && geometry.parity > 0 {
+            spread / rows
+        } else {
+            Duration::ZERO
+        };
         PutJob {
             id,
             key,
@@ -52,7 +82,19 @@ impl PutJob {
             offset: 0,
             parity: Vec::new(),
             sent: 0,
+            spacing,
+            ready_at: Duration::ZERO,
         }
+    }
+
+    /// Whether a fragment may go at `now`.
+    pub fn ready(&self, now: Duration) -> bool {
+        !self.done() && self.ready_at <= now
+    }
+
+    /// When the next fragment may go, if later than `now`.
+    pub fn waits_until(&self, now: Duration) -> Option<Duration> {
+        (!self.done() && self.ready_at > now).then_some(self.ready_at)
     }
 
     /// Bytes of the value not sent yet (approximately: by fragments sent, parity included).
@@ -67,9 +109,14 @@ impl PutJob {
         self.sent >= self.geometry.datagram_count()
     }
 
-    /// Writes the next fragment, from node `origin`, into `buf` and returns its length;
-    /// `None` once all are sent.
-    pub fn emit(&mut self, buf: &mut [u8], origin: u64, coder: &mut Coder) -> Option<usize> {
+    /// Writes the next fragment, from node `origin`, into `buf` if it may go at `now`.
+    pub fn emit(&mut self, buf: &mut [u8], origin: u64, coder: &mut Coder, now: Duration) -> Emit {
+        if self.done() {
+            return Emit::Done;
+        }
+        if self.ready_at > now {
+            return Emit::Wait(self.ready_at);
+        }
         let g = self.geometry;
         let stripes = g.stripe_count();
         let depth = u64::from(INTERLEAVE_DEPTH);
@@ -77,7 +124,7 @@ impl PutJob {
         loop {
             let first = self.group * depth;
             if first >= stripes {
-                return None;
+                return Emit::Done;
             }
             let in_group = (stripes - first).min(depth) as u32;
             if self.position >= width {
@@ -90,6 +137,12 @@ impl PutJob {
             if self.offset >= in_group {
                 self.position += 1;
                 self.offset = 0;
+                if !self.spacing.is_zero() {
+                    self.ready_at = now + self.spacing;
+                    if self.ready_at > now {
+                        return Emit::Wait(self.ready_at);
+                    }
+                }
                 continue;
             }
             // `first + offset < stripes <= 2^32`.
@@ -122,7 +175,7 @@ impl PutJob {
                 payload,
             };
             self.sent += 1;
-            return Some(repr.emit(buf));
+            return Emit::Frame(repr.emit(buf));
         }
     }
 
@@ -166,24 +219,71 @@ mod tests {
             parity: 3,
         };
         let version = Version { hlc: 5, origin: 9 };
-        let mut job = PutJob::new(1, b"k".to_vec().into(), value.clone(), version, geometry);
+        let spread = Duration::from_millis(11);
+        let mut job = PutJob::new(
+            1,
+            b"k".to_vec().into(),
+            value.clone(),
+            version,
+            geometry,
+            spread,
+        );
         let mut coder = Coder::new();
         let mut buf = [0u8; 2048];
         let mut order = Vec::new();
         let expected = crate::wire::tests::frames_of(b"k", &value, 5, geometry);
-        while let Some(len) = job.emit(&mut buf, 7, &mut coder) {
+        let now = Duration::from_secs(1);
+        while let Emit::Frame(len) = job.emit(&mut buf, 7, &mut coder, now) {
             let frame = Frame::new_checked(&buf[..len]).unwrap();
             let (Kind::Data(d) | Kind::Parity(d)) = frame.kind() else {
                 panic!("not a fragment");
             };
             order.push((d.stripe(), d.shard()));
             // Byte for byte the frame of the reference emitter (same origin, stamp, parity).
-            assert!(expected.iter().any(|e| e[..] == buf[..len]), "{:?}", order.last());
+            assert!(
+                expected.iter().any(|e| e[..] == buf[..len]),
+                "{:?}",
+                order.last()
+            );
         }
         assert!(job.done());
         assert_eq!(job.backlog(), 0);
         let want: Vec<(u32, u16)> = wire::interleaved(geometry, INTERLEAVE_DEPTH).collect();
         assert_eq!(order, want);
         assert_eq!(order.len() as u64, geometry.datagram_count());
+    }
+
+    #[test]
+    fn a_narrow_value_spreads_its_rows() {
+        // 3 full stripes of 8 + 3: 11 rows of 3 fragments, 1 ms apart over an 11 ms spread.
+        let value = vec![1u8; 2400];
+        let geometry = Geometry {
+            value_len: 2400,
+            chunk_len: 100,
+            data: 8,
+            parity: 3,
+        };
+        let version = Version { hlc: 5, origin: 9 };
+        let spread = Duration::from_millis(11);
+        let mut job = PutJob::new(1, b"k".to_vec().into(), value, version, geometry, spread);
+        let mut coder = Coder::new();
+        let mut buf = [0u8; 2048];
+        let mut now = Duration::from_secs(1);
+        let mut rows = vec![0];
+        loop {
+            match job.emit(&mut buf, 7, &mut coder, now) {
+                Emit::Frame(_) => *rows.last_mut().unwrap() += 1,
+                Emit::Wait(at) => {
+                    assert_eq!(at, now + Duration::from_millis(1));
+                    assert!(!job.ready(now) && job.waits_until(now) == Some(at));
+                    now = at;
+                    rows.push(0);
+                }
+                Emit::Done => break,
+            }
+        }
+        assert_eq!(rows.len(), 11);
+        assert!(rows.iter().all(|&n| n == 3), "{rows:?}");
+        assert_eq!(job.waits_until(now), None);
     }
 }
