@@ -89,7 +89,7 @@ impl Rig {
         let dest = udp::sockaddr_bytes(&relay_addr).to_vec();
         let mut arrived = Vec::new();
         for window in frames.chunks(WINDOW) {
-            let expected = self.relay.stats().received + window.len() as u64;
+            let expected = self.relay.stats().settled() + window.len() as u64;
             let report = self
                 .client
                 .send_each(window.iter().map(|payload| Outgoing {
@@ -107,7 +107,7 @@ impl Rig {
                 assert_eq!(report.kernel_drops, 0, "the sink overflowed");
                 self.sunk += report.received as u64;
                 let stats = self.relay.stats();
-                if stats.received + stats.truncated >= expected && self.sunk >= stats.forwarded {
+                if stats.settled() >= expected && self.sunk >= stats.forwarded {
                     break;
                 }
                 assert!(
@@ -349,10 +349,40 @@ fn loss_changes_at_run_time() {
     assert_eq!(stats.forwarded + stats.dropped(), 4000);
 }
 
+/// A plain socket on 127.0.0.1 whose receives wait up to 5 s.
+fn plain_socket() -> UdpSocket {
+    let socket = UdpSocket::bind(loopback()).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket
+}
+
+/// The sequence number of the next datagram `socket` receives (panics after 5 s).
+fn next_seq(socket: &UdpSocket) -> u64 {
+    let mut buf = [0u8; 2048];
+    let (n, _) = socket.recv_from(&mut buf).expect("a datagram");
+    seq_of(&buf[..n])
+}
+
+/// Whether nothing waits at `socket` now.
+fn nothing_queued(socket: &UdpSocket) -> bool {
+    let mut buf = [0u8; 2048];
+    socket.set_nonblocking(true).unwrap();
+    let got = socket.recv_from(&mut buf);
+    socket.set_nonblocking(false).unwrap();
+    matches!(got, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Waits until `relay` is done with `count` datagrams in all.
+fn wait_settled(relay: &LossyRelay, count: u64) {
+    wait(|| relay.stats().settled() == count);
+}
+
 #[test]
 fn loss_can_be_limited_to_one_direction() {
     // A client, the relay, and a "reflector" that echoes everything.
-    let reflector = UdpSocket::bind(loopback()).unwrap();
+    let (client, reflector) = (plain_socket(), plain_socket());
     let relay = LossyRelay::start(
         "127.0.0.1",
         reflector.local_addr().unwrap(),
@@ -362,68 +392,70 @@ fn loss_can_be_limited_to_one_direction() {
             ..LossyOptions::default()
         },
     );
-    let client = UdpSocket::bind(loopback()).unwrap();
-    for s in [&client, &reflector] {
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-    }
-    let mut buf = [0u8; 2048];
     client.send_to(&frame(FRAME_DATA, 1), relay.addr).unwrap();
-    let (n, from) = reflector.recv_from(&mut buf).unwrap();
-    assert_eq!(
-        (seq_of(&buf[..n]), from),
-        (1, relay.addr),
-        "outbound passes"
-    );
-    reflector.send_to(&buf[..n], relay.addr).unwrap();
-    assert!(client.recv_from(&mut buf).is_err(), "inbound is lost");
-    relay.set_direction(Direction::Outbound);
+    assert_eq!(next_seq(&reflector), 1, "outbound passes");
     reflector
         .send_to(&frame(FRAME_DATA, 2), relay.addr)
         .unwrap();
-    let (n, _) = client.recv_from(&mut buf).unwrap();
-    assert_eq!(seq_of(&buf[..n]), 2, "inbound passes");
-    client.send_to(&frame(FRAME_DATA, 3), relay.addr).unwrap();
-    assert!(reflector.recv_from(&mut buf).is_err(), "outbound is lost");
+    wait_settled(&relay, 2);
+    assert!(nothing_queued(&client), "inbound is lost");
+
+    relay.set_direction(Direction::Outbound);
+    reflector
+        .send_to(&frame(FRAME_DATA, 3), relay.addr)
+        .unwrap();
+    assert_eq!(next_seq(&client), 3, "inbound passes");
+    client.send_to(&frame(FRAME_DATA, 4), relay.addr).unwrap();
+    wait_settled(&relay, 4);
+    assert!(nothing_queued(&reflector), "outbound is lost");
+    assert_eq!(relay.stats().dropped_random, 2);
 }
 
 #[test]
 fn reflects_to_the_last_sender_or_forwards_only() {
-    let mut buf = [0u8; 2048];
-    let recv = |socket: &UdpSocket, buf: &mut [u8]| -> Option<u64> {
-        let (n, _) = socket.recv_from(buf).ok()?;
-        Some(seq_of(&buf[..n]))
-    };
-    let sockets = || {
-        let s = UdpSocket::bind(loopback()).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        s
-    };
-    let (a, b, c) = (sockets(), sockets(), sockets());
+    let (a, b, c) = (plain_socket(), plain_socket(), plain_socket());
+    let probe = |seq| frame(FRAME_PROBE, seq);
 
     // Reflecting, towards b: nothing goes back before anyone else has sent.
     let relay = LossyRelay::reflecting("127.0.0.1", b.local_addr().unwrap(), 1);
-    b.send_to(&frame(FRAME_PROBE, 0), relay.addr).unwrap();
+    b.send_to(&probe(0), relay.addr).unwrap();
     wait(|| relay.stats().unroutable == 1);
-    a.send_to(&frame(FRAME_PROBE, 1), relay.addr).unwrap();
-    assert_eq!(recv(&b, &mut buf), Some(1));
-    b.send_to(&frame(FRAME_PROBE, 2), relay.addr).unwrap();
-    assert_eq!(recv(&a, &mut buf), Some(2), "back to a");
-    c.send_to(&frame(FRAME_PROBE, 3), relay.addr).unwrap();
-    assert_eq!(recv(&b, &mut buf), Some(3));
-    b.send_to(&frame(FRAME_PROBE, 4), relay.addr).unwrap();
-    assert_eq!(recv(&c, &mut buf), Some(4), "back to the last sender, c");
-    assert_eq!(recv(&a, &mut buf), None);
+    a.send_to(&probe(1), relay.addr).unwrap();
+    assert_eq!(next_seq(&b), 1);
+    b.send_to(&probe(2), relay.addr).unwrap();
+    assert_eq!(next_seq(&a), 2, "back to a");
+    c.send_to(&probe(3), relay.addr).unwrap();
+    assert_eq!(next_seq(&b), 3);
+    b.send_to(&probe(4), relay.addr).unwrap();
+    assert_eq!(next_seq(&c), 4, "back to the last sender, c");
+    wait_settled(&relay, 5);
+    assert!(nothing_queued(&a) && nothing_queued(&b));
 
     // A ring hop, towards b: everything goes to b, whoever sent it.
     let hop = LossyRelay::ring_hop("127.0.0.1", b.local_addr().unwrap(), Duration::ZERO, 1);
-    a.send_to(&frame(FRAME_PROBE, 5), hop.addr).unwrap();
-    assert_eq!(recv(&b, &mut buf), Some(5));
-    b.send_to(&frame(FRAME_PROBE, 6), hop.addr).unwrap();
-    assert_eq!(recv(&b, &mut buf), Some(6), "forward only");
-    assert_eq!(recv(&a, &mut buf), None);
+    a.send_to(&probe(5), hop.addr).unwrap();
+    assert_eq!(next_seq(&b), 5);
+    b.send_to(&probe(6), hop.addr).unwrap();
+    assert_eq!(next_seq(&b), 6, "forward only");
+    wait_settled(&hop, 2);
+    assert!(nothing_queued(&a));
     assert_eq!(hop.stats().unroutable, 0);
+}
+
+#[test]
+fn the_reflector_mode_sends_everything_back_after_the_delay() {
+    let delay = Duration::from_millis(50);
+    let reflector = LossyRelay::reflector("127.0.0.1", delay, 1);
+    for (seq, client) in [plain_socket(), plain_socket()].iter().enumerate() {
+        let sent = Instant::now();
+        client
+            .send_to(&frame(FRAME_DATA, seq as u64), reflector.addr)
+            .unwrap();
+        assert_eq!(next_seq(client), seq as u64, "back to its sender");
+        assert!(sent.elapsed() >= delay, "held {:?}", sent.elapsed());
+    }
+    wait_settled(&reflector, 2);
+    assert_eq!(reflector.stats().forwarded, 2);
 }
 
 fn wait(mut condition: impl FnMut() -> bool) {
@@ -438,7 +470,7 @@ fn wait(mut condition: impl FnMut() -> bool) {
 fn delay_holds_every_datagram_in_order() {
     let delay = Duration::from_millis(100);
     let sink = udp::bind(loopback(), &BUFFERS).unwrap().socket;
-    sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let hop = LossyRelay::ring_hop("127.0.0.1", sink.local_addr().unwrap(), delay, 1);
     let client = UdpSocket::bind(loopback()).unwrap();
     let mut sent_at = Vec::new();
@@ -455,12 +487,13 @@ fn delay_holds_every_datagram_in_order() {
         let held = sent_at[seq as usize].elapsed();
         assert_eq!(seq_of(&buf[..n]), seq, "in order");
         assert!(held >= delay, "datagram {seq} held only {held:?}");
+        // Only a sanity bound: a loaded machine may leave any thread waiting for a while.
         assert!(
-            held < delay + Duration::from_millis(100),
+            held < delay + Duration::from_secs(2),
             "datagram {seq} held {held:?}"
         );
     }
-    assert_eq!(hop.stats().forwarded, 200);
+    wait(|| hop.stats().forwarded == 200);
 }
 
 #[test]
@@ -470,7 +503,11 @@ fn dropping_the_relay_stops_it() {
     let addr = relay.addr;
     let started = Instant::now();
     drop(relay);
-    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     // Its thread is gone and its socket closed: the port is free again.
     UdpSocket::bind(addr).expect("the relay's port is free");
 }
@@ -576,4 +613,35 @@ fn relay_throughput() {
         900_000,
         Some(300_000),
     );
+}
+
+/// The relay in the real setting: a node whose loop closes through a [`LossyRelay::reflector`]
+/// (0.2 s), holding a 64 MiB value (about 57,000 datagrams, some 290,000 a second through the
+/// relay), with no loss: the relay must not lose any by itself.
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn a_node_holds_64_mib_through_the_relay() {
+    use common::*;
+    let relay = LossyRelay::reflector("127.0.0.1", Duration::from_millis(200), 1);
+    let node = Node::start(free_udp("127.0.0.1"), relay.addr, &[]);
+    wait_closed(&node.client);
+    let value: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    put(&node.client, "big", &value).expect("put 64 MiB");
+    let before = relay.stats();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let carried = relay.stats().since(&before);
+    let span = started.elapsed().as_secs_f64();
+    assert!(get(&node.client, "big").expect("get 64 MiB") == value);
+    println!(
+        "64 MiB through a lossy reflector at 0.2 s: {:.0} datagrams/s through the relay; \
+         {carried:?}",
+        carried.received as f64 / span
+    );
+    let stats = stats(&node.client).unwrap();
+    println!("node drops: {:?}", stats.datagrams_dropped);
+    assert_eq!(carried.kernel_drops, 0, "the relay fell behind");
+    assert_eq!(carried.dropped(), 0);
 }
