@@ -621,10 +621,10 @@ fn seed_lines_with_a_published_grpc_port() {
         let warning = reflector_container.wait_for_log("receive socket buffer", Duration::ZERO);
         assert!(
             warning.contains(
-                "in a container the limit is the host's net.core.rmem_max, which `docker run \
-                 --sysctl` cannot set: raise it on the host with `sysctl -w \
-                 net.core.rmem_max="
-            ) && warning.contains("--cap-add NET_ADMIN"),
+                "in a container the limit is the host's net.core.rmem_max, which no container \
+                 can change (nor can `docker run --sysctl`): raise it on the host with `sysctl \
+                 -w net.core.rmem_max="
+            ) && warning.contains("(`docker run --user 0 --cap-add NET_ADMIN`)"),
             "{warning}"
         );
     }

@@ -65,10 +65,10 @@ impl BoundSocket {
                     // Not a per-container setting: read-only (or absent) in a container's
                     // network namespace, so runc fails on `docker run --sysctl` for it.
                     format!(
-                        "in a container the limit is the host's {sysctl}, which `docker run \
-                         --sysctl` cannot set: raise it on the host with `sysctl -w \
-                         {sysctl}={asked}`, or run the container with `--user 0 --cap-add \
-                         NET_ADMIN`"
+                        "in a container the limit is the host's {sysctl}, which no container \
+                         can change (nor can `docker run --sysctl`): raise it on the host with \
+                         `sysctl -w {sysctl}={asked}`, or give the process CAP_NET_ADMIN \
+                         (`docker run --user 0 --cap-add NET_ADMIN`)"
                     )
                 } else {
                     format!(
@@ -85,12 +85,16 @@ impl BoundSocket {
     }
 }
 
-/// Whether this process runs in a Docker or Podman container, going by the files their
-/// engines put in every container's root.
+/// Whether this process runs in a container, going by the files Docker and Podman put in every
+/// container's root and systemd writes when it boots in one (systemd-nspawn, LXC).
 fn in_container() -> bool {
-    ["/.dockerenv", "/run/.containerenv"]
-        .iter()
-        .any(|marker| std::path::Path::new(marker).exists())
+    [
+        "/.dockerenv",
+        "/run/.containerenv",
+        "/run/systemd/container",
+    ]
+    .iter()
+    .any(|marker| std::path::Path::new(marker).exists())
 }
 
 /// Binds a UDP socket with large kernel buffers.
