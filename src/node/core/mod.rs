@@ -200,6 +200,7 @@ impl Core {
         let mut floor = None;
         let mut superseded = None;
         let mut confirmed = None;
+        let mut newer = false;
         if !self.records.is_empty() {
             if let Some(record) = self.records.get_mut(frame.key()) {
                 if version < record.version || (version == record.version && record.deleted) {
@@ -216,12 +217,16 @@ impl Core {
                     record.deleted = false;
                     record.geometry = None;
                     superseded = record.confirm.take();
+                    newer = true;
                 } else if record.geometry.is_some_and(|g| g != frame.geometry()) {
                     // Our own version with a shape we never wrote: not ours.
                     return self.drop_for(DropReason::Inconsistent);
                 }
                 floor = Some(record.version);
             }
+        }
+        if newer {
+            self.stop_older_writes(frame.key(), version);
         }
         if self
             .repair
@@ -269,6 +274,7 @@ impl Core {
             return self.drop_for(DropReason::Stale);
         }
         let expires = now.mono + self.probes.retention(self.config.loop_timeout);
+        self.stop_older_writes(frame.key(), version);
         match self.records.record(frame.key(), version, true, expires) {
             Ok(Some(confirm)) => self.write_superseded(confirm),
             Ok(None) => {}
@@ -286,6 +292,16 @@ impl Core {
     fn write_superseded(&mut self, confirm: Confirm) {
         self.puts.retain(|job| job.id != confirm.id);
         self.answers.push_back((confirm.id, Answer::Done));
+    }
+
+    /// Version `version` of `key` is known here now: what is left to send of an older local
+    /// write of the key goes no further. (`write_superseded` does this for a write waiting for
+    /// its confirmation; one confirmed before its last rows went out has none left.)
+    fn stop_older_writes(&mut self, key: &[u8], version: Version) {
+        if !self.puts.is_empty() {
+            self.puts
+                .retain(|job| *job.key != *key || job.version >= version);
+        }
     }
 
     fn finish_gets(&mut self, waiters: Vec<RequestId>, value: Result<Vec<u8>, u64>) {
@@ -424,7 +440,13 @@ impl Core {
         }
         let recheck = self.probes.loop_timeout(self.config.loop_timeout);
         self.records.expire(now.mono, recheck);
-        self.repair.on_timer(now.mono);
+        // A version this node drops as it passes is not mended either.
+        let records = &self.records;
+        self.repair.on_timer(now.mono, |key, version| {
+            records
+                .get(key)
+                .is_some_and(|r| version < r.version || (version == r.version && r.deleted))
+        });
     }
 
     /// The latest time at which [`Core::on_timer`] or [`Core::poll_transmit`] has work to do.
@@ -622,6 +644,7 @@ impl Core {
             return Err(failure);
         }
         let expires = now.mono + self.probes.retention(self.config.loop_timeout);
+        self.stop_older_writes(key, version);
         match self.records.record(key, version, deleted, expires) {
             Ok(Some(confirm)) => self.write_superseded(confirm),
             Ok(None) => {}

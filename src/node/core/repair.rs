@@ -17,6 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
+use super::clock::Version;
 use crate::coding::Coder;
 use crate::wire::{DataFrame, DataRepr, Geometry};
 
@@ -354,8 +355,11 @@ impl Repair {
     }
 
     /// Judges the stripes that have gone quiet by `now`, and forgets those that passed long
-    /// enough ago that a copy of theirs is no longer to be expected.
-    pub fn on_timer(&mut self, now: Duration) {
+    /// enough ago that a copy of theirs is no longer to be expected. A stripe of a version that
+    /// `obsolete(key, version)` says the node knows to be deleted or overwritten is not mended:
+    /// the node drops such fragments as they pass, so its pass looks short, and rebuilding it
+    /// would put the deleted value back in the loop.
+    pub fn on_timer(&mut self, now: Duration, obsolete: impl Fn(&[u8], Version) -> bool) {
         let keep = self.window.max(self.quiet);
         while let Some(&(due, id)) = self.timers.front() {
             if due > now {
@@ -369,6 +373,14 @@ impl Repair {
                 // Fragments still came: look again once it has been quiet for long enough.
                 self.timers.push_back((now + self.quiet, id));
                 continue;
+            }
+            let version = Version {
+                hlc: id.hlc,
+                origin: id.origin,
+            };
+            if !slot.done && obsolete(&slot.key, version) {
+                slot.done = true;
+                release(slot, &mut self.pool, &mut self.held);
             }
             if !slot.done {
                 let room = self.budget.saturating_sub(self.held);
