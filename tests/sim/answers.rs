@@ -10,7 +10,7 @@ use elayday::node::core::{Answer, FailureKind};
 use super::oracle::{Op, Outcome, Settled, State};
 use super::scenario::Profile;
 use super::summary::Known;
-use super::world::World;
+use super::world::{World, SLACK};
 
 impl World {
     /// Node `n` answered request `id`; `immediate`: within the call that made the request (or
@@ -96,13 +96,17 @@ impl World {
         match answer {
             Answer::Done => {
                 let write = &self.writes[w];
-                let full = write.fully_sent() && write.returned_count == write.count;
+                // Confirmed: every stripe had its data count back (the rest is rebuilt as it
+                // passes), possibly before the last parity went out.
+                let full = write.version.is_some() && write.returned_short == 0;
                 let (version, local) = (write.version, write.superseded_locally);
                 let local = local || self.superseding(w);
-                let (returned, count) = (write.returned_count, write.count);
+                let short = (0..write.stripes())
+                    .find(|&s| write.returned_in[s as usize] < write.geometry.data_in(s))
+                    .map(|s| (s, write.returned_in[s as usize], write.geometry.data_in(s)));
                 if full {
-                    // Confirmed: every datagram came back. Older versions must be gone a lap
-                    // later (the node drops them as they pass, from the moment it took it).
+                    // Older versions must be gone a lap later (the node drops them as they
+                    // pass, from the moment it took it).
                     self.writes[w].confirmed = true;
                     self.writes[w].confirmed_at = self.now;
                     self.took(n, key, version.expect("sent"));
@@ -112,11 +116,15 @@ impl World {
                     // Written, then overwritten: only if the node saw a newer version.
                     let seen = self.nodes[n].seen[key as usize];
                     match version {
-                        Some(ver) if seen.is_none_or(|s| s <= ver) => self.fail(format!(
-                            "PUT #{id} answered OK with {returned} of {count} datagrams back and \
-                             no newer version of {} seen by node {n}",
-                            self.key_name(key)
-                        )),
+                        Some(ver) if seen.is_none_or(|s| s <= ver) => {
+                            let (stripe, back, need) = short.expect("not full");
+                            self.fail(format!(
+                                "PUT #{id} answered OK with stripe {stripe} of write #{w} short \
+                                 ({back} fragments back of the {need} it needs) and no newer \
+                                 version of {} seen by node {n}",
+                                self.key_name(key)
+                            ))
+                        }
                         Some(_) => {}
                         None => self.writes[w].seen_at_done = Some(seen),
                     }
@@ -134,13 +142,30 @@ impl World {
                             "PUT #{id} answered DATA_LOSS before all its datagrams were sent"
                         ));
                     }
-                    if write.destroyed + write.node_dropped == 0 {
+                    if write.returned_short == 0 {
+                        self.fail(format!(
+                            "PUT #{id} answered DATA_LOSS ({}) though every stripe of write #{w} \
+                             had its data count back",
+                            f.message
+                        ));
+                    }
+                    // Only a stripe that lost more than its parity in its first lap can come
+                    // back short (every fragment of it sent, links that keep order).
+                    let (stripe, lost) = write.most_lost();
+                    let parity = write.geometry.parity;
+                    if lost <= parity {
                         if self.fifo {
                             self.fail(format!(
-                                "PUT #{id} answered DATA_LOSS ({}) though none of its {} \
-                                 datagrams was destroyed or dropped and the links keep order \
-                                 ({} came back)",
-                                f.message, write.count, write.returned_count
+                                "PUT #{id} answered DATA_LOSS ({}) though no stripe of write #{w} \
+                                 ({} stripes of {}+{}) lost more than its parity (most: {lost}, \
+                                 stripe {stripe}; {} copies destroyed, {} dropped by nodes) and \
+                                 the links keep order",
+                                f.message,
+                                write.stripes(),
+                                write.geometry.data,
+                                parity,
+                                write.destroyed,
+                                write.node_dropped
                             ));
                         }
                         self.summary.reorder_excused += 1;
@@ -200,7 +225,10 @@ impl World {
                     .writes
                     .iter()
                     .copied()
-                    .filter(|&w| self.writes[w].value == *v && self.writes[w].fully_sent())
+                    .filter(|&w| {
+                        let write = &self.writes[w];
+                        write.value == *v && write.version.is_some() && write.sent_short == 0
+                    })
                     .max_by_key(|&w| self.writes[w].version);
                 match found {
                     Some(w) => got = Some(w),
@@ -279,7 +307,11 @@ impl World {
                         }
                     }
                     (None, Some((kind, message))) => {
-                        if w.destroyed > 0 {
+                        // Missed only if some stripe had more fragments missing than its parity
+                        // while the GET waited (or within a lap before: a fragment rebuilt then
+                        // may still be on its way).
+                        let since = self.requests[id].issued.saturating_sub(self.p_max + SLACK);
+                        if w.short_since(since).is_some() {
                             return;
                         }
                         if immediate && kind == FailureKind::NotFound {
@@ -298,13 +330,27 @@ impl World {
                             self.summary.reorder_excused += 1;
                             return;
                         }
+                        let issued = self.requests[id].issued;
+                        if w.rebuilt_by.get(n).is_some_and(|&at| at >= issued) {
+                            let what = format!(
+                                "GET #{id} of {name} on node {n} answered {kind:?} ({message}) \
+                                 where write #{write} is the newest confirmed value, whole in \
+                                 the loop: node {n} rebuilt fragments of it while the GET \
+                                 waited, and dropped the ones that came as copies"
+                            );
+                            self.known(Known::RepairChurn, what);
+                            return;
+                        }
                         let (open, started) = self.requests[id].crowd;
                         let crowded = open > 0 || self.nodes[n].gets_started > started + 1;
-                        if kind == FailureKind::DataLoss && crowded {
+                        let refused = self.reassembly_refused(n) > self.requests[id].refused_before;
+                        if kind == FailureKind::DataLoss && (crowded || refused) {
                             let what = format!(
-                                "GET #{id} of {name} on node {n}, with other GETs on its node, \
+                                "GET #{id} of {name} on node {n}, with other GETs on its node \
+                                 ({crowded}) or datagrams it had no room for ({refused}), \
                                  answered DATA_LOSS ({message}) where write #{write} ({} \
-                                 fragments, none destroyed) is the newest confirmed value",
+                                 datagrams, no stripe short since the GET) is the newest \
+                                 confirmed value",
                                 w.count
                             );
                             self.known(Known::NoRoomAsLoss, what);
@@ -312,13 +358,18 @@ impl World {
                         }
                         self.fail(format!(
                             "GET #{id} of {name} on node {n} answered {kind:?} ({message}) \
-                             where write #{write} (version {:?}, by node {}, {} fragments, none \
-                             destroyed, {} dropped by nodes) is the newest confirmed value, \
-                             settled at {}",
+                             where write #{write} (version {:?}, by node {}, {} datagrams in \
+                             stripes of {}+{}, none of them with more than its parity missing \
+                             since a lap before the GET; {} copies destroyed, {} dropped by \
+                             nodes, {} rebuilt) is the newest confirmed value, settled at {}",
                             w.version,
                             w.node,
                             w.count,
+                            w.geometry.data,
+                            w.geometry.parity,
+                            w.destroyed,
                             w.node_dropped,
+                            w.repaired,
                             Self::ms(since)
                         ));
                     }

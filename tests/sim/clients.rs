@@ -6,13 +6,13 @@
 //! It must draw from the generator in the same order for ever: a seed is one run.
 
 use elayday::node::core::Command;
-use elayday::wire;
+use elayday::wire::{self, Geometry};
 
 use super::oracle::{Op, Request, State, Write};
 use super::world::{Ev, World};
 
 /// What a client asks for.
-enum OpKind {
+pub(super) enum OpKind {
     Put(Vec<u8>),
     Get,
     Delete,
@@ -104,40 +104,23 @@ impl World {
     }
 
     /// A client sends a request to node `n`.
-    fn issue(&mut self, n: usize, kind: OpKind, key: u16) {
+    pub(super) fn issue(&mut self, n: usize, kind: OpKind, key: u16) {
         let id = self.requests.len();
         let key_bytes = self.sc.workload.keys[key as usize].clone();
         let (op, command) = match kind {
             OpKind::Put(value) => {
                 let w = self.writes.len();
-                let chunk_len =
-                    wire::max_chunk_len(self.nodes[n].spec.max_datagram, key_bytes.len());
-                let chunk_len = u16::try_from(chunk_len).unwrap_or(u16::MAX);
-                let count = wire::fragment_count(value.len() as u64, chunk_len) as u32;
-                self.writes.push(Write {
-                    req: id,
-                    node: n,
-                    key,
-                    value: value.clone(),
-                    chunk_len,
-                    count,
-                    accepted_at: None,
-                    version: None,
-                    emitted: 0,
-                    sent_at: None,
-                    cleared: false,
-                    returned: vec![0; (count as usize).div_ceil(64)],
-                    returned_count: 0,
-                    confirmed: false,
-                    confirmed_at: 0,
-                    superseded_locally: false,
-                    lingering: false,
-                    seen_at_done: None,
-                    awaiting_rollback: false,
-                    resolved: false,
-                    destroyed: 0,
-                    node_dropped: 0,
-                });
+                let spec = &self.nodes[n].spec;
+                // As the core cuts it (`Core::start_put`).
+                let chunk_len = wire::max_chunk_len(spec.max_datagram, key_bytes.len());
+                let geometry = Geometry {
+                    value_len: value.len() as u64,
+                    chunk_len: u16::try_from(chunk_len).unwrap_or(u16::MAX - 1),
+                    data: spec.fec.data,
+                    parity: spec.fec.parity,
+                };
+                self.writes
+                    .push(Write::new(id, n, key, value.clone(), geometry));
                 self.keys[key as usize].writes.push(w);
                 let command = Command::Put {
                     id: id as u64,
@@ -190,6 +173,12 @@ impl World {
             epoch: self.keys[key as usize].epoch,
             expect,
             crowd,
+            refused_before: if op == Op::Get {
+                self.reassembly_refused(n)
+            } else {
+                0
+            },
+            repairs_seen: 0,
         });
         self.open += 1;
         self.summary.requests += 1;

@@ -6,6 +6,8 @@
 //! core (it only asks one whether its loop is closed, for a failure message) and never sends
 //! anything.
 
+use elayday::node::core::writes::INTERLEAVE_DEPTH;
+
 use super::oracle::{Op, Stage, State};
 use super::scenario::MS;
 use super::world::{Ev, World, PROBE_SPACING_MAX, SLACK};
@@ -30,7 +32,6 @@ impl World {
                 let ahead: u64 = node
                     .queue
                     .iter()
-                    .chain(node.sending.iter())
                     .map(|&q| u64::from(self.writes[q].count - self.writes[q].emitted))
                     .sum();
                 let frames = ahead
@@ -38,7 +39,12 @@ impl World {
                     + 2 * node.spec.limits.max_requests as u64
                     + 16;
                 self.nodes[n].queue.push_back(w);
-                let at = self.now + 2 * frames * frame_ns + 20 * MS;
+                // A value of fewer stripes than the interleaving depth has its rows spread over
+                // half a (measured) lap.
+                let g = self.writes[w].geometry;
+                let narrow = g.parity > 0 && g.stripe_count() < u64::from(INTERLEAVE_DEPTH);
+                let spread = if narrow { self.p_max / 2 } else { 0 };
+                let at = self.now + 2 * frames * frame_ns + spread + 20 * MS;
                 self.set_deadline(id, at, Stage::Sending);
             }
             Op::Delete => {
@@ -63,6 +69,7 @@ impl World {
     }
 
     pub(super) fn set_deadline(&mut self, id: usize, at: u64, stage: Stage) {
+        self.requests[id].repairs_seen = self.nodes[self.requests[id].node].repairs_sent;
         self.requests[id].deadline = Some((at, stage));
         self.push(at, Ev::Deadline { req: id });
     }
@@ -76,16 +83,29 @@ impl World {
         if at != self.now || !r.open() {
             return;
         }
+        // Rebuilt fragments go out before tombstones and writes: each one the node sent since
+        // delays a write or a tombstone by a frame (and the probes among them, one in two).
+        let node = &self.nodes[r.node];
+        let repairs = node.repairs_sent - r.repairs_seen;
+        if matches!(stage, Stage::Sending | Stage::Tombstone) && repairs > 0 {
+            let at = at + 2 * repairs * node.spec.frame_ns;
+            self.set_deadline(id, at, stage);
+            return;
+        }
+        let r = &self.requests[id];
         let extra = match r.op {
             Op::Put(w) => {
                 let w = &self.writes[w];
                 format!(
-                    "; {} of {} fragments sent (all at {:?}), {} back, {} destroyed",
+                    "; {} of {} datagrams sent (all at {:?}), {} stripes of {} short of their \
+                     data count back, {} destroyed, {} rebuilt",
                     w.emitted,
                     w.count,
                     w.sent_at.map(Self::ms),
-                    w.returned_count,
-                    w.destroyed
+                    w.returned_short,
+                    w.stripes(),
+                    w.destroyed,
+                    w.repaired
                 )
             }
             _ => String::new(),

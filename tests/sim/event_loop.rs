@@ -1,6 +1,7 @@
 //! sim::event_loop: the run of a world — events popped in time order and handed to the part
-//! that handles them, garbage datagrams thrown at the nodes, and the checks at the end (every
-//! request answered, every corrupted datagram counted as invalid).
+//! that handles them, garbage datagrams thrown at the nodes, the calm at the end (the faults
+//! stop once every request is answered, and the census follows a few laps later) and the checks
+//! at the end (every request answered, every corrupted datagram counted as invalid).
 //!
 //! It is the only part that calls all the others; none of them calls it.
 
@@ -20,16 +21,25 @@ impl World {
         for n in 0..self.nodes.len() {
             self.turn(n);
         }
-        self.push(0, Ev::Client);
+        if self.sc.survival.is_some() {
+            self.start_survival();
+        } else {
+            self.push(0, Ev::Client);
+        }
         if let Some(gap) = self.sc.garbage_gap {
             self.push(gap, Ev::Garbage);
         }
-        let hard_end = self.sc.issue_for + 60_000 * MS;
+        // Once every request is answered, the faults stop and the nodes mend the loop.
+        let mut calm_until = None;
         while let Some(q) = self.queue.pop() {
-            if q.at >= self.sc.issue_for && self.open == 0 {
+            if calm_until.is_none() && q.at >= self.sc.issue_for && self.open == 0 {
+                calm_until = Some(q.at + self.calm_down());
+            }
+            if calm_until.is_some_and(|end| q.at > end) {
+                self.summary.census = Some(self.census());
                 break;
             }
-            if q.at > hard_end {
+            if q.at > self.sc.issue_for.saturating_add(60_000 * MS) {
                 break;
             }
             self.now = q.at;
@@ -40,25 +50,20 @@ impl World {
             }
             match q.ev {
                 Ev::Arrive { link, d } => {
-                    self.links[link].delivered(d.bytes.len());
+                    self.delivered(link, &d);
                     match self.sc.link_target(link) {
                         Some(n) => self.arrive(n, d),
                         None => self.reflect_in(d),
                     }
                 }
-                Ev::Reflect { d } => {
-                    self.reflector
-                        .as_mut()
-                        .expect("a reflector")
-                        .release(d.bytes.len());
-                    self.send(1, d);
-                }
+                Ev::Reflect { d } => self.reflect_out(d),
                 Ev::Timer { node } => {
                     if self.nodes[node].timer_at == Some(self.now) {
                         self.nodes[node].timer_at = None;
                         self.turn(node);
                     }
                 }
+                Ev::Client if self.sc.survival.is_some() => self.survival_step(),
                 Ev::Client => self.client(),
                 Ev::Deadline { req } => self.deadline(req),
                 Ev::GiveUp { req } => self.give_up(req),
@@ -79,6 +84,7 @@ impl World {
                 born: self.now,
                 knowing: false,
                 corrupted: true,
+                rebuilt: false,
             },
         );
         if let Some(gap) = self.sc.garbage_gap {
@@ -110,6 +116,7 @@ impl World {
             }
         }
         self.summary.sim_time = self.now;
+        self.summary.survival = self.survival_report();
         self.summary
     }
 }

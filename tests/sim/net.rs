@@ -9,7 +9,7 @@ use super::rng::Rng;
 use super::scenario::{Corruption, LinkSpec, ReflectorSpec};
 
 /// A version as on the wire, `(hlc, origin)`, ordered like the core orders them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ver {
     pub hlc: u64,
     pub origin: u64,
@@ -18,11 +18,13 @@ pub struct Ver {
 /// What a datagram is, as its creator wrote it.
 #[derive(Debug, Clone, Copy)]
 pub enum Meta {
-    /// Fragment `index` of the value of write `write` (an index into the simulator's writes).
+    /// The DATA or PARITY fragment at position `pos` (`stripe * (data + parity) + shard`) of
+    /// the value of write `write` (an index into the simulator's writes), sent by the write's
+    /// node or rebuilt by any node.
     Data {
         key: u16,
         write: u32,
-        index: u32,
+        pos: u32,
     },
     Tombstone {
         key: u16,
@@ -47,6 +49,8 @@ pub struct Datagram {
     pub knowing: bool,
     /// The bytes are no longer the ones its creator wrote.
     pub corrupted: bool,
+    /// A fragment a node rebuilt (its creator is not its origin).
+    pub rebuilt: bool,
 }
 
 /// Why the network destroyed a datagram.

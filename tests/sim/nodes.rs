@@ -7,7 +7,8 @@
 //! frames a core sends and the answers it gives are checked in `traffic.rs` and `answers.rs`.
 //! It makes no request: `clients.rs` does.
 
-use elayday::node::core::Usage;
+use elayday::node::core::writes::INTERLEAVE_DEPTH;
+use elayday::node::core::{DropReason, Usage};
 
 use super::net::{Datagram, Meta};
 use super::oracle::State;
@@ -32,15 +33,18 @@ impl World {
     pub(super) fn arrive(&mut self, n: usize, d: Datagram) {
         let now = self.now_of(n);
         let refused_before = self.trace.then(|| self.reassembly_refused(n));
+        let duplicates_before = self.nodes[n].core.dropped(DropReason::Duplicate);
         let keep = self.nodes[n].core.on_datagram(&d.bytes, now);
+        let duplicate = self.nodes[n].core.dropped(DropReason::Duplicate) > duplicates_before;
         if refused_before.is_some_and(|before| self.reassembly_refused(n) > before) {
             self.trace(|| format!("node {n}: no room to reassemble {:?}", d.meta));
         }
         self.trace(|| {
             format!(
-                "node {n} receives {:?}{} keep={keep}",
+                "node {n} receives {:?}{} keep={keep}{}",
                 d.meta,
-                if d.corrupted { " (corrupted)" } else { "" }
+                if d.corrupted { " (corrupted)" } else { "" },
+                if duplicate { " (a copy)" } else { "" }
             )
         });
         if d.corrupted {
@@ -54,18 +58,34 @@ impl World {
                 ));
             }
         } else {
+            if duplicate && !matches!(d.meta, Meta::Data { .. }) {
+                self.fail(format!(
+                    "node {n} dropped {:?} as a copy of a fragment",
+                    d.meta
+                ));
+            }
             match d.meta {
-                Meta::Data { key, write, index } => {
+                Meta::Data { key, write, pos } => {
                     let w = write as usize;
                     let ver = self.writes[w].version.expect("sent data has a version");
                     self.nodes[n].see(key, ver);
                     if keep {
                         if self.writes[w].node == n {
-                            self.writes[w].mark_returned(index);
+                            self.writes[w].mark_returned(pos);
                         }
+                    } else if duplicate && self.writes[w].live[pos as usize] > 0 {
+                        // A copy removed: the fragment is still in the network.
+                        self.summary.duplicates += 1;
                     } else {
+                        // Superseded, deleted, or the last copy of the fragment taken for a copy
+                        // (its twin was destroyed, or waits in a repair queue).
                         self.writes[w].node_dropped += 1;
+                        self.writes[w].copy_lost(pos);
                         self.summary.node_drops += 1;
+                        if duplicate {
+                            self.summary.duplicates += 1;
+                            self.summary.last_copy_drops += 1;
+                        }
                     }
                 }
                 Meta::Tombstone { key, ver } => {
@@ -129,8 +149,7 @@ impl World {
     fn loop_broke(&mut self, n: usize) {
         self.trace(|| format!("node {n}: loop broken"));
         let node = &mut self.nodes[n];
-        let mut dropped: Vec<usize> = node.queue.drain(..).collect();
-        dropped.extend(node.sending.take());
+        let dropped: Vec<usize> = node.queue.drain(..).collect();
         for w in dropped {
             self.writes[w].cleared = true;
             self.try_resolve_write(w);
@@ -146,18 +165,46 @@ impl World {
                 return;
             }
             let mut buf = std::mem::take(&mut node.buf);
+            // Only a rebuilt fragment leaving the repair queue lowers what the repair holds.
+            let held = node.core.usage().repair;
             let Some(len) = node.core.poll_transmit(&mut buf, now) else {
-                self.fail(format!(
-                    "node {n}: wants_transmit said yes and poll_transmit gave nothing"
-                ));
+                node.buf = buf;
+                self.idle_poll(n);
+                return;
             };
+            let repair = node.core.usage().repair < held;
             node.sent_one(self.now);
             let bytes = buf[..len].to_vec();
             self.nodes[n].buf = buf;
-            self.emitted(n, bytes);
+            self.emitted(n, bytes, repair);
             self.after_input(n);
             self.claim_rollback(n);
         }
+    }
+
+    /// `wants_transmit` said yes and `poll_transmit` gave nothing. The one case let pass (and
+    /// counted): a narrow write (its rows spread over half a lap) at the end of a row, which
+    /// learns that its next row must wait only when asked for it (`PutJob::emit`); the core must
+    /// then want nothing more until that row is due.
+    fn idle_poll(&mut self, n: usize) {
+        let now = self.now_of(n);
+        let spaced = self.nodes[n].queue.iter().any(|&w| {
+            let write = &self.writes[w];
+            let g = write.geometry;
+            let narrow = g.parity > 0 && g.stripe_count() < u64::from(INTERLEAVE_DEPTH);
+            let e = write.emitted as usize;
+            // Between two rows: the next fragment due is of another shard than the last sent.
+            narrow && e > 0 && e < write.order.len() && {
+                let row = |i: usize| write.at(write.order[i]).1;
+                row(e) != row(e - 1)
+            }
+        });
+        if !spaced || self.nodes[n].core.wants_transmit(now) {
+            self.fail(format!(
+                "node {n}: wants_transmit said yes and poll_transmit gave nothing"
+            ));
+        }
+        self.summary.idle_polls += 1;
     }
 
     /// Arms node `n`'s timer for its next deadline (or its next chance to send).
@@ -188,6 +235,7 @@ impl World {
             || u.write_backlog > l.max_write_backlog
             || u.reassembly > l.max_reassembly
             || u.records > l.max_records
+            || u.repair > l.max_repair
             || u.probes > PROBES_MAX
             || u.answers != 0
         {

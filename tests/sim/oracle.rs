@@ -7,6 +7,7 @@
 //! a failure message is.
 
 use elayday::node::core::FailureKind;
+use elayday::wire::Geometry;
 
 use super::net::Ver;
 
@@ -89,6 +90,11 @@ pub struct Request {
     pub expect: Option<Settled>,
     /// GETs open on the node, and made on it so far, when this one was made.
     pub crowd: (u32, u64),
+    /// GET: datagrams its node had had no room to reassemble when it was made.
+    pub refused_before: u64,
+    /// Fragments its node had rebuilt and sent when its deadline was last set: those sent
+    /// since went out before its frames.
+    pub repairs_seen: u64,
 }
 
 impl Request {
@@ -103,25 +109,51 @@ impl Request {
 }
 
 /// One PUT and everything known about its value's datagrams.
+///
+/// A datagram of the value is named by its position, `stripe * (data + parity) + shard` (the
+/// positions past a short last stripe's fragments are never used).
 #[derive(Debug)]
 pub struct Write {
     pub req: usize,
     pub node: usize,
     pub key: u16,
     pub value: Vec<u8>,
-    pub chunk_len: u16,
+    /// How its node cuts the value (its `max_datagram`, the key's length and its `fec`).
+    pub geometry: Geometry,
+    /// Datagrams of the value, data and parity.
     pub count: u32,
+    /// The positions in the order the node must send them (`wire::interleaved`), filled in
+    /// when the first goes out.
+    pub order: Vec<u32>,
+    /// The parity of every stripe, `parity * chunk_len` bytes per stripe, computed when first
+    /// needed.
+    pub parity: Option<Vec<u8>>,
     pub accepted_at: Option<u64>,
     pub version: Option<Ver>,
+    /// Datagrams its node sent (not counting repairs), in `order`.
     pub emitted: u32,
+    /// Stripes of which fewer than their data count went out from the node.
+    pub sent_short: u32,
+    pub sent_in: Vec<u16>,
     pub sent_at: Option<u64>,
     /// Taken out of its node's queue by a broken loop or a failure: nothing more is sent.
     pub cleared: bool,
-    /// Fragments back at the origin and kept there (one bit each).
+    /// Positions back at the origin and kept there (one bit each), per stripe, and the number
+    /// of stripes with fewer back than their data count.
     pub returned: Vec<u64>,
-    pub returned_count: u32,
-    /// Answered OK once every fragment came back (not because a newer version replaced it),
-    /// and when.
+    pub returned_in: Vec<u16>,
+    pub returned_short: u32,
+    /// Intact copies of each position in the network (on links and in the reflector).
+    pub live: Vec<u16>,
+    /// Positions whose last copy the network destroyed or a node dropped (one bit each), at
+    /// least once, and how many per stripe.
+    pub lost: Vec<u64>,
+    pub lost_in: Vec<u16>,
+    /// Per position: until when it was last missing from the network (`u64::MAX` while it is;
+    /// before its node sends it, it is).
+    pub absent_until: Vec<u64>,
+    /// Answered OK once every stripe had its data count back (not because a newer version
+    /// replaced it), and when.
     pub confirmed: bool,
     pub confirmed_at: u64,
     /// A later PUT or DELETE of the key was taken by the same node before this was answered.
@@ -137,11 +169,60 @@ pub struct Write {
     pub resolved: bool,
     /// Copies destroyed by the network (lost, corrupted, overflowed).
     pub destroyed: u32,
-    /// Intact copies a node dropped.
+    /// Intact copies a node dropped (superseded, deleted, or the last copy of a position
+    /// dropped as a duplicate).
     pub node_dropped: u32,
+    /// Datagrams other nodes (or its own, on their way back) rebuilt and sent, and when the
+    /// last was.
+    pub repaired: u32,
+    pub last_repair_at: u64,
+    /// When each node last rebuilt one of its datagrams (by node index; empty until one does).
+    pub rebuilt_by: Vec<u64>,
 }
 
 impl Write {
+    /// A PUT of `value` under `key` by node `node`, request `req`, cut as `geometry` says.
+    pub fn new(req: usize, node: usize, key: u16, value: Vec<u8>, geometry: Geometry) -> Write {
+        let stripes = geometry.stripe_count() as usize;
+        let positions = stripes * width(&geometry) as usize;
+        Write {
+            req,
+            node,
+            key,
+            value,
+            geometry,
+            count: geometry.datagram_count() as u32,
+            order: Vec::new(),
+            parity: None,
+            accepted_at: None,
+            version: None,
+            emitted: 0,
+            sent_short: stripes as u32,
+            sent_in: vec![0; stripes],
+            sent_at: None,
+            cleared: false,
+            returned: vec![0; positions.div_ceil(64)],
+            returned_in: vec![0; stripes],
+            returned_short: stripes as u32,
+            live: vec![0; positions],
+            lost: vec![0; positions.div_ceil(64)],
+            lost_in: vec![0; stripes],
+            absent_until: vec![u64::MAX; positions],
+            confirmed: false,
+            confirmed_at: 0,
+            superseded_locally: false,
+            lingering: false,
+            seen_at_done: None,
+            awaiting_rollback: false,
+            resolved: false,
+            destroyed: 0,
+            node_dropped: 0,
+            repaired: 0,
+            last_repair_at: 0,
+            rebuilt_by: Vec::new(),
+        }
+    }
+
     pub fn answered(&self, requests: &[Request]) -> bool {
         requests[self.req].answer.is_some()
     }
@@ -150,16 +231,113 @@ impl Write {
         self.sent_at.is_some()
     }
 
-    /// Marks fragment `index` as back home; true if it was not already.
-    pub fn mark_returned(&mut self, index: u32) -> bool {
-        let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
-        if self.returned[word] & bit != 0 {
+    /// Positions per stripe.
+    pub fn width(&self) -> u32 {
+        width(&self.geometry)
+    }
+
+    pub fn stripes(&self) -> u32 {
+        self.sent_in.len() as u32
+    }
+
+    /// Position of fragment `shard` of stripe `stripe`.
+    pub fn pos(&self, stripe: u32, shard: u16) -> u32 {
+        stripe * self.width() + u32::from(shard)
+    }
+
+    /// Stripe and shard of position `pos`.
+    pub fn at(&self, pos: u32) -> (u32, u16) {
+        (pos / self.width(), (pos % self.width()) as u16)
+    }
+
+    /// The positions of stripe `stripe` that its fragments use.
+    pub fn positions(&self, stripe: u32) -> std::ops::Range<u32> {
+        let first = stripe * self.width();
+        first..first + self.geometry.shards_in(stripe)
+    }
+
+    /// Whether `pos` names a fragment of the value.
+    pub fn valid(&self, stripe: u32, shard: u16) -> bool {
+        stripe < self.stripes() && u32::from(shard) < self.geometry.shards_in(stripe)
+    }
+
+    /// Marks position `pos` as back home; true if it was not already.
+    pub fn mark_returned(&mut self, pos: u32) -> bool {
+        if !set_bit(&mut self.returned, pos) {
             return false;
         }
-        self.returned[word] |= bit;
-        self.returned_count += 1;
+        let stripe = pos / self.width();
+        let count = &mut self.returned_in[stripe as usize];
+        *count += 1;
+        if *count == self.geometry.data_in(stripe) {
+            self.returned_short -= 1;
+        }
         true
     }
+
+    /// The node sent position `pos` itself.
+    pub fn mark_sent(&mut self, pos: u32) {
+        let stripe = pos / self.width();
+        let count = &mut self.sent_in[stripe as usize];
+        *count += 1;
+        if *count == self.geometry.data_in(stripe) {
+            self.sent_short -= 1;
+        }
+    }
+
+    /// A copy of position `pos` left the network (arrived somewhere).
+    pub fn copy_out(&mut self, pos: u32) {
+        self.live[pos as usize] -= 1;
+    }
+
+    /// A copy of position `pos` was destroyed or dropped: if it was the last, the position is
+    /// lost (until a node rebuilds it).
+    pub fn copy_lost(&mut self, pos: u32) {
+        if self.live[pos as usize] > 0 {
+            return;
+        }
+        self.absent_until[pos as usize] = u64::MAX;
+        let stripe = pos / self.width();
+        if set_bit(&mut self.lost, pos) {
+            self.lost_in[stripe as usize] += 1;
+        }
+    }
+
+    /// The stripe that lost the most distinct positions, and how many.
+    pub fn most_lost(&self) -> (u32, u16) {
+        (0..self.stripes())
+            .map(|s| (s, self.lost_in[s as usize]))
+            .max_by_key(|&(s, lost)| (lost, std::cmp::Reverse(s)))
+            .unwrap_or((0, 0))
+    }
+
+    /// Stripes that had more positions missing at some time since `since` than their parity
+    /// (a reader that started then may have found them short), and the worst of them.
+    pub fn short_since(&self, since: u64) -> Option<(u32, u32)> {
+        (0..self.stripes())
+            .map(|s| {
+                let absent = self
+                    .positions(s)
+                    .filter(|&p| self.absent_until[p as usize] >= since)
+                    .count() as u32;
+                (s, absent)
+            })
+            .filter(|&(_, absent)| absent > u32::from(self.geometry.parity))
+            .max_by_key(|&(_, absent)| absent)
+    }
+}
+
+/// Positions per stripe of a value cut as `geometry` says.
+pub fn width(geometry: &Geometry) -> u32 {
+    u32::from(geometry.data) + u32::from(geometry.parity)
+}
+
+/// Sets bit `at`; true if it was clear.
+fn set_bit(bits: &mut [u64], at: u32) -> bool {
+    let (word, bit) = (at as usize / 64, 1u64 << (at % 64));
+    let was = bits[word] & bit != 0;
+    bits[word] |= bit;
+    !was
 }
 
 /// Who holds the newest version of a key that went on the wire.

@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use elayday::node::core::{reassembly, Limits};
-use elayday::wire::{self, DATA_HEADER_LEN};
+use elayday::node::core::{reassembly, Fec, Limits};
+use elayday::wire::{self, Geometry, DATA_HEADER_LEN};
 
 use super::rng::Rng;
 
@@ -148,6 +148,23 @@ impl LinkSpec {
     }
 }
 
+/// A stripe shape for a node: mostly the default 32 + 8; stripes of a few fragments, which the
+/// simulator's small values and datagrams fill (and whose single lost fragment is rebuilt or
+/// kills the stripe); and no parity at all, in stripes of 32 or of the most the format allows
+/// (the behaviour of format 1: every fragment counts).
+fn draw_fec(rng: &mut Rng) -> Fec {
+    let fec = |data, parity| Fec { data, parity };
+    *rng.weighted(&[
+        (45, fec(32, 8)),
+        (10, fec(4, 2)),
+        (10, fec(8, 2)),
+        (8, fec(1, 1)),
+        (5, fec(2, 5)),
+        (10, fec(32, 0)),
+        (12, fec(wire::MAX_STRIPE_DATA, 0)),
+    ])
+}
+
 /// One node.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
@@ -166,6 +183,8 @@ pub struct NodeSpec {
     pub limits: Limits,
     /// `CoreConfig::loop_timeout`, the floor of the broken-loop timeout.
     pub loop_timeout: u64,
+    /// The stripes this node cuts its values into (`CoreConfig::fec`).
+    pub fec: Fec,
 }
 
 impl NodeSpec {
@@ -203,6 +222,88 @@ pub struct WorkloadSpec {
     pub weights: [u32; 4],
 }
 
+/// Loss on every hop of a survival run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LossSpec {
+    /// Each datagram lost with this probability, independently.
+    Random(f64),
+    /// Gilbert-Elliott bursts: `rate` of the datagrams lost in all, in bursts of `mean`
+    /// datagrams on average (every datagram lost while the link is bad).
+    Burst { rate: f64, mean: f64 },
+}
+
+impl LossSpec {
+    /// Puts this loss on `link`.
+    pub fn apply(self, link: &mut LinkSpec) {
+        match self {
+            LossSpec::Random(p) => link.loss = p,
+            LossSpec::Burst { rate, mean } => {
+                let leave = 1.0 / mean;
+                link.burst = Some(Burst {
+                    enter: leave * rate / (1.0 - rate),
+                    leave,
+                    loss: 1.0,
+                });
+            }
+        }
+    }
+}
+
+impl fmt::Display for LossSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LossSpec::Random(p) => write!(f, "{:.1} % random loss", p * 100.0),
+            LossSpec::Burst { rate, mean } => {
+                write!(f, "{:.1} % loss in bursts of {mean:.0}", rate * 100.0)
+            }
+        }
+    }
+}
+
+/// A survival run: `values` values of `size_min` to `size_max` bytes (log-uniform) written
+/// and confirmed on a fault-free loop, then `loss` on every hop for `laps` laps, then every
+/// value read back (GETs on the nodes in turn, `gets_at_once` at a time) while the loss goes
+/// on; then the loss stops, and the census follows a few laps later.
+#[derive(Debug, Clone)]
+pub struct Survival {
+    pub seed: u64,
+    /// Nodes in the ring; 1 is a node and a reflector.
+    pub nodes: usize,
+    pub values: usize,
+    pub size_min: usize,
+    pub size_max: usize,
+    pub loss: LossSpec,
+    pub laps: u64,
+    pub fec: Fec,
+    pub period: u64,
+    pub max_datagram: usize,
+    pub gets_at_once: usize,
+}
+
+impl Survival {
+    /// One line that says what this run is.
+    pub fn describe(&self) -> String {
+        let topology = match self.nodes {
+            1 => "1 node + reflector".to_string(),
+            n => format!("ring of {n}"),
+        };
+        format!(
+            "survival seed {} ({topology}, {} values of {} B to {} B, fec {}+{}, {} B \
+             datagrams, {} for {} laps of {:.0} ms)",
+            self.seed,
+            self.values,
+            self.size_min,
+            self.size_max,
+            self.fec.data,
+            self.fec.parity,
+            self.max_datagram,
+            self.loss,
+            self.laps,
+            self.period as f64 / MS as f64
+        )
+    }
+}
+
 /// A whole run, decided by its seed.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -220,6 +321,8 @@ pub struct Scenario {
     pub corruption: Vec<Corruption>,
     /// Wall-clock milliseconds at simulated time 0.
     pub epoch_ms: u64,
+    /// A survival run's script, in place of the clients' random workload.
+    pub survival: Option<Survival>,
 }
 
 impl Scenario {
@@ -403,14 +506,42 @@ impl Scenario {
         } else {
             1 << 20
         };
+        // Stripe shapes and repair budgets come from a generator of their own, so that the rest
+        // of a seed (topology, faults, workload) is what it was before the wire format had
+        // stripes: the regression seeds still run the situations that found their bugs.
+        let mut fec_rng = Rng::new(seed ^ 0x0fec_57a1_9e5a_11ce);
+        let mixed = fec_rng.chance(0.2);
+        let seed_fec = draw_fec(&mut fec_rng);
+        let fecs: Vec<Fec> = (0..n)
+            .map(|_| {
+                if mixed {
+                    draw_fec(&mut fec_rng)
+                } else {
+                    seed_fec
+                }
+            })
+            .collect();
         // The least --max-reassembly that holds the largest value: the CLI's least, or more
-        // with the simulator's small datagrams (a bit per fragment of at least 8 bytes, with the
-        // longest key of the workload below).
-        let chunk_least = (max_datagram - DATA_HEADER_LEN - LONG_KEY_MAX) as u16;
-        let reassembly_least = Limits::min_reassembly(value_cap).max(reassembly::cost(
-            value_cap,
-            wire::fragment_count(value_cap, chunk_least) as u32,
-        ));
+        // with the simulator's small datagrams (many stripes of few fragments of a few bytes,
+        // with the longest key of the workload below), for the shape of any node's values.
+        let chunk_least = wire::max_chunk_len(max_datagram, LONG_KEY_MAX) as u16;
+        let reassembly_least = fecs
+            .iter()
+            .map(|fec| {
+                reassembly::cost(&Geometry {
+                    value_len: value_cap,
+                    chunk_len: chunk_least,
+                    data: fec.data,
+                    parity: fec.parity,
+                })
+            })
+            .fold(Limits::min_reassembly(value_cap), u64::max);
+        let max_repair = if tight && fec_rng.chance(0.5) {
+            // Room for a few small stripes: some pass untracked (`repair_full`).
+            fec_rng.range(2_000, 60_000)
+        } else {
+            4 << 20
+        };
         let limits = if tight {
             Limits {
                 max_value_size: value_cap,
@@ -422,6 +553,7 @@ impl Scenario {
                     reassembly_least + rng.below(30_000)
                 },
                 max_records: rng.range(1, 6) as usize,
+                max_repair,
             }
         } else {
             Limits {
@@ -430,6 +562,7 @@ impl Scenario {
                 max_write_backlog: 4 << 20,
                 max_reassembly: 4 << 20,
                 max_records: 256,
+                max_repair,
             }
         };
         let mut ids = Vec::new();
@@ -441,7 +574,8 @@ impl Scenario {
         }
         let nodes = ids
             .into_iter()
-            .map(|id| {
+            .zip(fecs)
+            .map(|(id, fec)| {
                 let skew_ms = rng.range(0, 2 * skew_span) as i64 - skew_span as i64;
                 let mut node_steps = Vec::new();
                 if steps && rng.chance(0.6) {
@@ -459,6 +593,7 @@ impl Scenario {
                     max_datagram,
                     limits,
                     loop_timeout: floor,
+                    fec,
                 }
             })
             .collect();
@@ -486,7 +621,8 @@ impl Scenario {
             long[0] = b'l';
             keys.push(long);
         }
-        let chunk_min = max_datagram - 52 - keys.iter().map(Vec::len).max().unwrap_or(1);
+        let chunk_min =
+            max_datagram - DATA_HEADER_LEN - keys.iter().map(Vec::len).max().unwrap_or(1);
         let value_max = (chunk_min * 300).min(20_000).min(value_cap as usize);
         let ops_per_lap = *rng.pick(&[0.5, 1.5, 4.0]);
         let workload = WorkloadSpec {
@@ -509,6 +645,92 @@ impl Scenario {
             garbage_gap,
             corruption,
             epoch_ms: 1_764_000_000_000 + rng.below(1 << 30),
+            survival: None,
+        }
+    }
+
+    /// The world of survival run `s`: fault-free until the script turns the loss on, nodes
+    /// that send a frame a microsecond with room for everything, links and a reflector that
+    /// never overflow.
+    pub fn survival(s: &Survival) -> Scenario {
+        let mut rng = Rng::new(s.seed ^ 0x5eed_0f5a_7e11_17e5);
+        let mut links = Vec::new();
+        let reflector = if s.nodes == 1 {
+            let hop = s.period / 20 + 1;
+            links.push(LinkSpec::clean(hop));
+            links.push(LinkSpec::clean(hop));
+            Some(ReflectorSpec {
+                delay: s.period - 2 * hop,
+                capacity: u64::MAX / 4,
+            })
+        } else {
+            for _ in 0..s.nodes {
+                links.push(LinkSpec::clean(s.period / s.nodes as u64));
+            }
+            None
+        };
+        for link in &mut links {
+            link.capacity = u64::MAX / 4;
+        }
+        let period_max: u64 = links.iter().map(LinkSpec::max_delay).sum::<u64>()
+            + reflector.as_ref().map_or(0, |r| r.delay);
+        let value_cap = s.size_max as u64;
+        let limits = Limits {
+            max_value_size: value_cap,
+            max_requests: 1 << 20,
+            max_write_backlog: 1 << 32,
+            max_reassembly: 1 << 30,
+            max_records: 1 << 20,
+            max_repair: Limits::defaults(value_cap).max_repair,
+        };
+        let mut ids = Vec::new();
+        while ids.len() < s.nodes {
+            let id = rng.next_u64() | 1;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let nodes = ids
+            .into_iter()
+            .map(|id| NodeSpec {
+                id,
+                skew_ms: 0,
+                steps: Vec::new(),
+                mono_offset: rng.below(1 << 40),
+                frame_ns: US,
+                burst: 1024,
+                max_datagram: s.max_datagram,
+                limits,
+                loop_timeout: 3 * period_max + MS,
+                fec: s.fec,
+            })
+            .collect();
+        let profile = match s.loss {
+            LossSpec::Random(_) => Profile::Lossy,
+            LossSpec::Burst { .. } => Profile::Bursty,
+        };
+        Scenario {
+            seed: s.seed,
+            profile,
+            nodes,
+            links,
+            reflector,
+            workload: WorkloadSpec {
+                keys: (0..s.values)
+                    .map(|i| format!("v{i}").into_bytes())
+                    .collect(),
+                gap_mean: s.period,
+                value_max: s.size_max,
+                burst_chance: 0.0,
+                impatient: 0.0,
+                weights: [1, 1, 0, 0],
+            },
+            // Until the script is done (it sets the end).
+            issue_for: u64::MAX / 4,
+            garbage_gap: None,
+            corruption: vec![Corruption::Flip],
+            epoch_ms: 1_764_000_000_000 + rng.below(1 << 30),
+            survival: Some(s.clone()),
         }
     }
 
@@ -546,14 +768,24 @@ impl Scenario {
 
     /// One line that says what this run is.
     pub fn describe(&self) -> String {
+        if let Some(s) = &self.survival {
+            return s.describe();
+        }
         let topology = match &self.reflector {
             Some(r) => format!("1 node + reflector ({} KB)", r.capacity / 1000),
             None => format!("ring of {}", self.nodes.len()),
         };
         let n = &self.nodes[0];
+        let fec = |f: &Fec| format!("{}+{}", f.data, f.parity);
+        let fecs: Vec<String> = self.nodes.iter().map(|n| fec(&n.fec)).collect();
+        let fec = if fecs.iter().all(|f| *f == fecs[0]) {
+            fecs[0].clone()
+        } else {
+            fecs.join("/")
+        };
         format!(
-            "seed {} ({}, {topology}, period {:.1} ms (max {:.1}), {} B datagrams, {} frames/ms, \
-             {} keys, values up to {} B)",
+            "seed {} ({}, {topology}, period {:.1} ms (max {:.1}), fec {fec}, {} B datagrams, {} \
+             frames/ms, {} keys, values up to {} B)",
             self.seed,
             self.profile,
             self.period() as f64 / MS as f64,

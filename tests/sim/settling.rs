@@ -8,7 +8,7 @@
 //! world; it never calls into a core, never puts anything on the network and sets no deadline.
 //! The only invariant it checks is the obsolete datagram (`check_stale`).
 
-use super::net::Ver;
+use super::net::{Datagram, Ver};
 use super::oracle::{Op, Owner, Settled, State};
 use super::summary::Known;
 use super::world::{World, SLACK};
@@ -77,9 +77,6 @@ impl World {
     pub(super) fn clear_write(&mut self, w: usize) {
         let n = self.writes[w].node;
         self.nodes[n].queue.retain(|&q| q != w);
-        if self.nodes[n].sending == Some(w) {
-            self.nodes[n].sending = None;
-        }
         self.writes[w].cleared = true;
     }
 
@@ -155,7 +152,8 @@ impl World {
     }
 
     /// No datagram of a deleted or overwritten version after one lap.
-    pub(super) fn check_stale(&mut self, key: u16, write: usize, born: u64, knowing: bool) {
+    pub(super) fn check_stale(&mut self, key: u16, write: usize, d: &Datagram) {
+        let (born, knowing) = (d.born, d.knowing);
         let ver = self.writes[write].version.expect("sent data has a version");
         let memory = self.memory();
         let Some((due, floor, cause)) = self.keys[key as usize]
@@ -176,9 +174,10 @@ impl World {
             let w = &self.writes[write];
             let answer = self.requests[w.req].answer;
             let what = format!(
-                "a DATA datagram of {} version {ver:?} (write #{write} by node {}, answered \
+                "a {}DATA datagram of {} version {ver:?} (write #{write} by node {}, answered \
                  {answer:?}, sent at {}{}) is in the network {} after version {floor:?} made it \
                  obsolete (one lap is at most {})",
+                if d.rebuilt { "rebuilt " } else { "" },
                 self.key_name(key),
                 w.node,
                 Self::ms(born),
@@ -192,7 +191,12 @@ impl World {
             );
             if knowing {
                 // Let pass, once per write; what it may revive is no longer checked.
-                self.known(Known::LingeringWrite, what);
+                let bug = if d.rebuilt {
+                    Known::RebuiltObsolete
+                } else {
+                    Known::LingeringWrite
+                };
+                self.known(bug, what);
                 self.writes[write].lingering = true;
                 let ks = &mut self.keys[key as usize];
                 ks.muddled = true;

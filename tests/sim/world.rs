@@ -9,9 +9,12 @@
 //!   a GET must answer, which datagrams are obsolete;
 //! - `deadlines.rs`: a request the core takes or parks, and the deadline it gets;
 //! - `answers.rs`: every answer a node gives, checked;
-//! - `traffic.rs`: every datagram put on a link, and every frame a node sends, checked;
+//! - `traffic.rs`: every datagram put on a link, and every frame a node sends, checked, and the
+//!   copies of each fragment in the network counted;
 //! - `nodes.rs`: the calls into each core, as the driver makes them;
 //! - `clients.rs`: the clients' requests and cancellations;
+//! - `census.rs`: the faults stop, and the census of the loop a few laps later;
+//! - `survival.rs`: the script of a survival run, in place of the clients' workload;
 //! - `event_loop.rs`: the run, event by event, and the checks at its end.
 //!
 //! Simulated time is a u64 of nanoseconds; events at the same time run in the order they were
@@ -31,14 +34,17 @@
 //! - GET: its probe leaves within `S + F`; either a probe sent after it returns (within `P`), or
 //!   the loop has been silent since at the latest that probe and is declared broken `LT` later.
 //!   Deadline: `issued + S + F + LT`.
-//! - PUT, sending: it waits behind the values queued before it and at most `2 max_requests`
-//!   tombstones; probes take at most one frame in two at the rates simulated (at least five
-//!   frames per ms against at most 2.2 probes per ms). Deadline: `accepted + 2 F (frames ahead +
-//!   own + 2 max_requests + 16) + 20 ms`.
+//! - PUT, sending: it waits behind the values queued before it, at most `2 max_requests`
+//!   tombstones and the fragments the node rebuilds meanwhile (`R`, counted as they go out);
+//!   probes take at most one frame in two at the rates simulated (at least five frames per ms
+//!   against at most 2.2 probes per ms); a value of fewer stripes than the interleaving depth
+//!   (with parity) has its rows spread over half a lap. Deadline: `accepted + 2 F (frames ahead
+//!   + own + 2 max_requests + 16 + R) + 20 ms`, and `P / 2` more for a narrow value.
 //! - PUT, all sent: the probe asked for after its last fragment settles it as for a GET.
 //!   Deadline: `all sent + S + F + LT`.
-//! - DELETE: answered when its tombstone goes out, behind probes and the tombstones queued
-//!   before it. Deadline: `accepted + 2 F (tombstones ahead + 3) + 1 ms`.
+//! - DELETE: answered when its tombstone goes out, behind probes, rebuilt fragments (`R`) and
+//!   the tombstones queued before it. Deadline: `accepted + 2 F (tombstones ahead + 3 + R) +
+//!   1 ms`.
 //! - Parked (the loop never closed yet): the first probe's silence breaks the loop after
 //!   `loop_timeout`. Deadline: `first probe + loop_timeout`; when the loop closes, the request is
 //!   taken and gets the deadline of its kind from then.
@@ -50,11 +56,12 @@
 
 use std::cell::Cell;
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt::Display;
 use std::rc::Rc;
 use std::time::Duration;
 
+use elayday::coding::Coder;
 use elayday::node::core::{Core, CoreConfig, IoFigures, Now};
 
 use super::net::{Datagram, Link, Reflector, Ver};
@@ -62,11 +69,23 @@ use super::oracle::{KeyState, Request, Settled, Write};
 use super::rng::Rng;
 use super::scenario::{NodeSpec, Scenario, MS, US};
 use super::summary::{Known, Summary};
+use super::survival::SurvivalRun;
 
 /// The longest a probe asked for waits (probes.rs: `period / 32`, at most 10 ms).
 pub(super) const PROBE_SPACING_MAX: u64 = 10 * MS;
 /// Slack on every bound: the simulator's timer granularity.
 pub(super) const SLACK: u64 = 10 * US;
+
+/// Which symptoms of the bugs listed in [`Known`] fail a run (the others are counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strictness {
+    /// None.
+    Lenient,
+    /// Those of the bugs fixed: every ordinary run.
+    Fixed,
+    /// All, open bugs included.
+    All,
+}
 
 /// Something that happens at a simulated time.
 pub(super) enum Ev {
@@ -118,10 +137,11 @@ pub(super) struct SimNode {
     pub(super) ever_closed: bool,
     pub(super) first_probe_at: Option<u64>,
     pub(super) buf: Vec<u8>,
-    /// Writes taken, none of their fragments sent yet, in the core's order.
+    /// Writes taken and not all sent, in the core's order: those started (some of their
+    /// fragments sent) first, then those not started. Writes start in this order, but one whose
+    /// next row waits (`writes.rs`: a narrow value's rows are spread over half a lap) lets
+    /// those behind it go meanwhile, so several may be going out at once.
     pub(super) queue: VecDeque<usize>,
-    /// The write whose fragments are going out.
-    pub(super) sending: Option<usize>,
     /// DELETEs whose tombstone is queued.
     pub(super) deletes: VecDeque<usize>,
     /// Writes answered DATA_LOSS whose rollback tombstone is queued.
@@ -138,6 +158,8 @@ pub(super) struct SimNode {
     /// GETs made so far, to tell whether a GET had company.
     pub(super) gets_started: u64,
     pub(super) corrupted_in: u64,
+    /// Fragments it rebuilt and sent.
+    pub(super) repairs_sent: u64,
 }
 
 impl SimNode {
@@ -181,6 +203,8 @@ pub struct World {
     pub(super) garbage_rng: Rng,
     pub(super) requests: Vec<Request>,
     pub(super) writes: Vec<Write>,
+    /// Writes by version, once their first datagram went out.
+    pub(super) by_version: HashMap<Ver, usize>,
     pub(super) keys: Vec<KeyState>,
     pub(super) p_max: u64,
     pub(super) fifo: bool,
@@ -192,13 +216,19 @@ pub struct World {
     pub(super) summary: Summary,
     /// `SIM_TRACE` set: print what happens to requests and frames.
     pub(super) trace: bool,
-    /// Fail on the symptoms of known bugs too.
-    strict: bool,
+    /// Which known bugs' symptoms fail the run.
+    strict: Strictness,
+    /// Computes the parity the nodes' fragments must carry.
+    pub(super) coder: Coder,
+    /// The frame a fragment must be, made here to compare.
+    pub(super) scratch: Vec<u8>,
+    /// A survival run's script and what it found (`survival.rs`).
+    pub(super) survival: Option<SurvivalRun>,
 }
 
 impl World {
     /// A world for `sc`; `clock` follows simulated time (for messages after a panic).
-    pub fn new(sc: Scenario, clock: Rc<Cell<u64>>, strict: bool) -> World {
+    pub fn new(sc: Scenario, clock: Rc<Cell<u64>>, strict: Strictness) -> World {
         let mut rng = Rng::new(sc.seed);
         let description = sc.describe();
         let key_count = sc.workload.keys.len();
@@ -213,6 +243,7 @@ impl World {
                     loop_timeout: Duration::from_nanos(spec.loop_timeout),
                     destination: format!("sim-hop-{}", (i + 1) % sc.nodes.len().max(1)),
                     limits: spec.limits,
+                    fec: spec.fec,
                 };
                 let now = now_of(&sc, spec, 0);
                 SimNode {
@@ -225,7 +256,6 @@ impl World {
                     first_probe_at: None,
                     buf: vec![0; spec.max_datagram],
                     queue: VecDeque::new(),
-                    sending: None,
                     deletes: VecDeque::new(),
                     rollbacks: Vec::new(),
                     parked: Vec::new(),
@@ -235,6 +265,7 @@ impl World {
                     gets_open: 0,
                     gets_started: 0,
                     corrupted_in: 0,
+                    repairs_sent: 0,
                 }
             })
             .collect();
@@ -270,6 +301,7 @@ impl World {
             rng: rng.fork(),
             requests: Vec::new(),
             writes: Vec::new(),
+            by_version: HashMap::new(),
             keys,
             out: Vec::new(),
             in_command: None,
@@ -277,6 +309,9 @@ impl World {
             open: 0,
             trace: std::env::var_os("SIM_TRACE").is_some(),
             strict,
+            coder: Coder::new(),
+            scratch: Vec::new(),
+            survival: None,
             sc,
         }
     }
@@ -289,10 +324,16 @@ impl World {
         )
     }
 
-    /// The symptom of a bug listed in [`Known`]: a failure, or counted in a lenient run.
+    /// The symptom of a bug listed in [`Known`]: a failure, or counted (see [`Strictness`]).
     pub(super) fn known(&mut self, bug: Known, what: String) {
-        if self.strict {
-            self.fail(format!("{what} [known bug {bug:?}]"));
+        let fail = match self.strict {
+            Strictness::Lenient => false,
+            Strictness::Fixed => bug.fixed(),
+            Strictness::All => true,
+        };
+        if fail {
+            let status = if bug.fixed() { "fixed" } else { "open" };
+            self.fail(format!("{what} [known bug {bug:?}, {status}]"));
         }
         self.summary.known[bug as usize] += 1;
         self.trace(|| format!("known bug {bug:?}: {what}"));
