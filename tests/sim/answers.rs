@@ -265,7 +265,15 @@ impl World {
         let Some(expect) = r.expect else {
             return;
         };
-        if self.keys[key as usize].epoch != r.epoch {
+        let ks = &self.keys[key as usize];
+        if ks.epoch != r.epoch {
+            return;
+        }
+        if ks
+            .old_rebuilt_at
+            .is_some_and(|at| at + self.p_max + SLACK > r.issued)
+        {
+            self.summary.old_rebuilt_excused += 1;
             return;
         }
         self.summary.checked_gets += 1;

@@ -20,7 +20,10 @@
 //!   DATA_LOSS or NOT_FOUND only if some stripe of the value had more fragments missing from the
 //!   network than its parity while the GET waited (or a lap before), or, on links that reorder,
 //!   a probe overtook it; a GET on the node that confirmed or deleted a version never returns an
-//!   older one while that node remembers it (the loop timeout, at least);
+//!   older one while that node remembers it (the loop timeout, at least). (A GET made within a
+//!   lap after a node rebuilt a fragment of an older version of its key is not held to the
+//!   settled value: a node with no record of the key mends the older version behind the newest,
+//!   which is then no longer ahead of it even on links that keep order; counted);
 //! - a PUT is answered OK only when every stripe had its data count back at its node (possibly
 //!   before its last parity went out) or a newer version replaced it, and DATA_LOSS only when
 //!   some stripe is short and lost more of its fragments (the last copy destroyed by the
@@ -208,6 +211,7 @@ pub struct Totals {
     pub exhausted: u64,
     pub cancelled: u64,
     pub reorder_excused: u64,
+    pub old_rebuilt_excused: u64,
     pub known: [u64; Known::ALL.len()],
     pub immortal: u64,
     pub repaired: u64,
@@ -236,6 +240,7 @@ impl Totals {
         self.exhausted += s.exhausted;
         self.cancelled += s.cancelled;
         self.reorder_excused += s.reorder_excused;
+        self.old_rebuilt_excused += s.old_rebuilt_excused;
         self.immortal += s.immortal;
         self.repaired += s.repaired;
         self.duplicates += s.duplicates;
@@ -258,7 +263,7 @@ impl Totals {
              {} GETs checked against a settled key ({} values), {} datagrams destroyed ({} \
              corrupted), {} rebuilt, {} copies dropped ({} of them the last), answers: {} \
              DATA_LOSS, {} UNAVAILABLE, {} RESOURCE_EXHAUSTED, {} cancelled, {} excused by \
-             reordering; census: {} fragments, {} missing, {} doubled; {} idle polls; known bugs \
+             reordering, {} GETs not held (an older version rebuilt); census: {} fragments, {} missing, {} doubled; {} idle polls; known bugs \
              let pass: {} ({} forwardings of immortal datagrams)",
             self.seeds,
             self.laps,
@@ -278,6 +283,7 @@ impl Totals {
             self.exhausted,
             self.cancelled,
             self.reorder_excused,
+            self.old_rebuilt_excused,
             self.fragments,
             self.missing,
             self.doubled,

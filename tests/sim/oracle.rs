@@ -409,6 +409,10 @@ pub struct KeyState {
     pub newest: Option<(Ver, Owner)>,
     /// When the newest went out.
     pub newest_at: u64,
+    /// When a node last rebuilt a fragment of a version older than the newest: a node with no
+    /// record of the key forwards the newest and mends the older behind it, so for a lap the
+    /// older one is no longer ahead of the newest, even on links that keep order.
+    pub old_rebuilt_at: Option<u64>,
     /// A version older than the newest went out from a node that had not heard of the newest
     /// (concurrent writers, a partition, a lost tombstone, skewed clocks). While the node that
     /// made the newest remembers it, it drops that older version within a lap: GETs made before

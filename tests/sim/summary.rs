@@ -167,6 +167,9 @@ pub struct Summary {
     pub checked_values: u64,
     /// Failures tolerated only because links reorder (a probe can overtake data).
     pub reorder_excused: u64,
+    /// GETs of a settled key not held to its value because a node had rebuilt a fragment of an
+    /// older version of the key within a lap before (`KeyState::old_rebuilt_at`).
+    pub old_rebuilt_excused: u64,
     /// Forwardings of datagrams of a lingering write (see [`Known::LingeringWrite`]) that
     /// outlived their own lap: nobody drops them.
     pub immortal: u64,

@@ -291,6 +291,10 @@ impl World {
         self.summary.repaired += 1;
         self.nodes[n].repairs_sent += 1;
         self.nodes[n].see(key, ver);
+        let ks = &mut self.keys[key as usize];
+        if ks.newest.is_some_and(|(newest, _)| newest > ver) {
+            ks.old_rebuilt_at = Some(self.now);
+        }
         Meta::Data {
             key,
             write: w as u32,
