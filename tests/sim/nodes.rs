@@ -80,7 +80,7 @@ impl World {
                         // Superseded, deleted, or the last copy of the fragment taken for a copy
                         // (its twin was destroyed, or waits in a repair queue).
                         self.writes[w].node_dropped += 1;
-                        self.writes[w].copy_lost(pos);
+                        self.writes[w].copy_lost(pos, self.now);
                         self.summary.node_drops += 1;
                         if duplicate {
                             self.summary.duplicates += 1;

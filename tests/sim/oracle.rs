@@ -178,6 +178,9 @@ pub struct Write {
     pub last_repair_at: u64,
     /// When each node last rebuilt one of its datagrams (by node index; empty until one does).
     pub rebuilt_by: Vec<u64>,
+    /// When a stripe of it first had fewer of its fragments in the network than its data count
+    /// (all of it sent, then), and which.
+    pub died: Option<(u64, u32)>,
 }
 
 impl Write {
@@ -220,6 +223,7 @@ impl Write {
             repaired: 0,
             last_repair_at: 0,
             rebuilt_by: Vec::new(),
+            died: None,
         }
     }
 
@@ -292,7 +296,7 @@ impl Write {
 
     /// A copy of position `pos` was destroyed or dropped: if it was the last, the position is
     /// lost (until a node rebuilds it).
-    pub fn copy_lost(&mut self, pos: u32) {
+    pub fn copy_lost(&mut self, pos: u32, now: u64) {
         if self.live[pos as usize] > 0 {
             return;
         }
@@ -300,6 +304,15 @@ impl Write {
         let stripe = pos / self.width();
         if set_bit(&mut self.lost, pos) {
             self.lost_in[stripe as usize] += 1;
+        }
+        if self.died.is_none() && self.fully_sent() {
+            let live = self
+                .positions(stripe)
+                .filter(|&p| self.live[p as usize] > 0)
+                .count();
+            if live < usize::from(self.geometry.data_in(stripe)) {
+                self.died = Some((now, stripe));
+            }
         }
     }
 

@@ -223,6 +223,8 @@ pub struct SurvivalReport {
     /// and of those the narrow ones.
     pub lost: u64,
     pub lost_narrow: u64,
+    /// The lap of loss in which the first value lost its first stripe.
+    pub first_death_lap: Option<f64>,
     /// GETs that returned their value, that answered DATA_LOSS or NOT_FOUND, and UNAVAILABLE
     /// (the loop broken: all that is lost, and bursts counted in datagrams last long when
     /// little is left to send).
@@ -236,6 +238,9 @@ pub struct SurvivalReport {
     pub duplicates: u64,
     /// What circulated once the loss stopped and the nodes had mended the loop.
     pub census: Census,
+    /// Symptoms of the open bugs listed in [`Known`] (a GET that missed what its own node
+    /// rebuilt, say), by bug.
+    pub known: [u64; Known::ALL.len()],
     pub events: u64,
 }
 
@@ -244,9 +249,9 @@ impl SurvivalReport {
     pub fn line(&self) -> String {
         format!(
             "{} values ({} narrow, {:.1} MB, {} datagrams), {} laps of loss: {} values lost \
-             ({} narrow), {} of {} read back ({} UNAVAILABLE); {} datagrams destroyed, {} rebuilt, {} stripe \
+             ({} narrow; the first in lap {}), {} of {} read back ({} UNAVAILABLE); {} datagrams destroyed, {} rebuilt, {} stripe \
              passes unrecoverable, {} copies dropped; after the calm: {} values lost, {} \
-             fragments missing, {} with two copies",
+             fragments missing, {} with two copies; open bugs: {}",
             self.values,
             self.narrow,
             self.bytes as f64 / 1e6,
@@ -254,6 +259,8 @@ impl SurvivalReport {
             self.laps,
             self.lost,
             self.lost_narrow,
+            self.first_death_lap
+                .map_or("-".to_string(), |lap| format!("{lap:.0}")),
             self.read,
             self.read + self.unreadable + self.unavailable,
             self.unavailable,
@@ -264,6 +271,12 @@ impl SurvivalReport {
             self.census.lost_values,
             self.census.missing,
             self.census.doubled,
+            Known::ALL
+                .iter()
+                .filter(|k| self.known[**k as usize] > 0)
+                .map(|k| format!("{k:?} {}", self.known[*k as usize]))
+                .collect::<Vec<_>>()
+                .join(", "),
         )
     }
 }

@@ -123,9 +123,19 @@ impl World {
                     return self.push(until, Ev::Client);
                 }
                 let (lost, lost_narrow) = self.values_lost();
+                let run = self.survival.as_ref().expect("started");
+                let from = until - s.laps * self.sc.period();
+                let first = run
+                    .writes
+                    .iter()
+                    .filter_map(|&w| self.writes[w].died)
+                    .map(|(at, _)| at)
+                    .min();
+                let lap = first.map(|at| at.saturating_sub(from) as f64 / self.sc.period() as f64);
                 let run = self.survival.as_mut().expect("started");
                 run.report.lost = lost;
                 run.report.lost_narrow = lost_narrow;
+                run.report.first_death_lap = lap;
                 run.phase = Phase::Reading;
                 self.survival_step();
             }
@@ -205,6 +215,18 @@ impl World {
             if short {
                 lost.0 += 1;
                 lost.1 += u64::from(write.stripes() == 1);
+                self.trace(|| {
+                    let (at, stripe) = write.died.unwrap_or_default();
+                    format!(
+                        "lost: write #{w} ({} bytes, {} stripes), stripe {stripe} short since {} \
+                         ({} of its positions ever lost, {} datagrams rebuilt)",
+                        write.value.len(),
+                        write.stripes(),
+                        Self::ms(at),
+                        write.lost_in[stripe as usize],
+                        write.repaired
+                    )
+                });
             }
         }
         lost
@@ -225,6 +247,7 @@ impl World {
             })
             .sum();
         report.census = self.summary.census.unwrap_or_default();
+        report.known = self.summary.known;
         report.events = self.summary.events;
         report.laps_total = self.now as f64 / self.sc.period() as f64;
         Some(report)

@@ -479,7 +479,7 @@ impl World {
         if let Meta::Data { write, pos, .. } = meta {
             let write = &mut self.writes[write as usize];
             write.destroyed += 1;
-            write.copy_lost(pos);
+            write.copy_lost(pos, self.now);
         }
     }
 }
