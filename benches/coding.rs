@@ -1,8 +1,10 @@
 //! Reed-Solomon crates for elayday's forward error correction, measured side by side: a stripe
 //! of `k` data shards and `m` parity shards, each shard one datagram's payload.
 //!
-//! `cargo bench --bench coding` prints, for `reed-solomon-simd` (the dependency the node uses),
-//! `reed-solomon-erasure` (pure Rust, GF(2^8)) and `reed-solomon-novelpoly`, for stripes of
+//! `cargo bench --bench coding` prints, for `reed-solomon-simd` (GF(2^16)),
+//! `reed-solomon-erasure` (GF(2^8), with its `simd-accel` C kernels: the code the node uses) and
+//! `elayday::coding::Coder` (that code as the node calls it, padding and copies included), for
+//! stripes of
 //! 8+2, 16+4, 32+8 and 64+16 shards of 1176 bytes (the default chunk: a 1232-byte datagram less
 //! the headers) and of 8936 bytes (a 9000-byte jumbo MTU):
 //!
@@ -13,8 +15,8 @@
 //!   mostly misses), per stripe and per shard restored;
 //! - lose 1 data / lose 1 parity: one shard missing, the common repair.
 //!
-//! Rebuilding means restoring every missing shard, parity included: `reed-solomon-simd` and
-//! `reed-solomon-novelpoly` decoders only restore the data, so their repair of a lost parity
+//! Rebuilding means restoring every missing shard, parity included: the `reed-solomon-simd`
+//! decoder only restores the data, so its repair of a lost parity
 //! shard re-encodes the stripe, and that is timed too. Every repair is checked against the
 //! original once before it is timed. Each figure is the median of three runs of at least
 //! 200 ms. Without `--bench` (as `cargo test --benches` runs it) it makes one quick pass over
@@ -23,16 +25,15 @@
 //! What it showed on a two-core AMD EPYC with AVX2: `reed-solomon-simd` encodes at 4 to 10 GB/s
 //! of data, but every decode costs 0.2 to 0.4 ms (0.3 to 1.5 ms with jumbo shards) however few
 //! shards are lost, because it evaluates the erasure locator over the whole of GF(2^16);
-//! `reed-solomon-erasure` in pure Rust encodes 10 to 40 times slower but restores one lost
-//! shard of 1176 bytes in 5 to 35 us. With its `simd-accel` feature (C kernels; change the
-//! dev-dependency to `features = ["simd-accel"]` to measure it) it encodes about as fast as
-//! `reed-solomon-simd` for k <= 16 and restores one shard in 1 to 6 us.
+//! `reed-solomon-erasure` with `simd-accel` encodes about as fast for k <= 16 (2 to 4 times
+//! slower at 32 to 64) and restores one lost shard of 1176 bytes in 1 to 6 us. Without
+//! `simd-accel` (pure Rust) it encodes 10 to 40 times slower. (`reed-solomon-novelpoly` was
+//! measured too, 50 to 100 times slower, and dropped.)
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use reed_solomon_erasure::galois_8;
-use reed_solomon_novelpoly::{CodeParams, WrappedShard};
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
 /// Shard sizes: the default chunk (1232-byte datagrams less the headers) and a jumbo one.
@@ -78,7 +79,7 @@ fn main() {
             let codecs: Vec<Box<dyn Codec>> = vec![
                 Box::new(Simd::new(k, m, size)),
                 Box::new(Erasure::new(k, m)),
-                Box::new(NovelPoly::new(k, m)),
+                Box::new(Ours::new(k, m)),
             ];
             for mut codec in codecs {
                 let row = measure(codec.as_mut(), k, m, size, target);
@@ -336,79 +337,51 @@ impl Codec for Erasure {
     }
 }
 
-/// `reed-solomon-novelpoly`: GF(2^16) in the novel polynomial basis, O(n log n), built for
-/// Polkadot's availability store. It codes a whole payload, not shards: shard `i` holds bytes
-/// `2i, 2i+1` of every `2k`-byte run, so its data shards are not our datagram payloads (they
-/// would have to be transposed), `k` is rounded down and `k + m` up to powers of two, and it
-/// reconstructs the whole payload. Its data shards are kept here in its own layout; the stripe's
-/// data shards are plain chunks.
-struct NovelPoly {
+/// `elayday::coding::Coder`: `reed-solomon-erasure` as the node calls it (its rebuild here also
+/// copies the stripe into one buffer and back, which the node's repair, working in place on
+/// its own buffer, does not).
+struct Ours {
     k: usize,
-    rs: reed_solomon_novelpoly::ReedSolomon,
-    payload: Vec<u8>,
-    /// Its shards of the last encoding (data in its interleaved layout).
-    shards: Vec<WrappedShard>,
+    m: usize,
+    coder: elayday::coding::Coder,
 }
 
-impl NovelPoly {
-    fn new(k: usize, m: usize) -> NovelPoly {
-        let params = CodeParams::derive_parameters(k + m, k).unwrap();
-        assert_eq!(params.k(), k, "k must be a power of two");
-        NovelPoly {
+impl Ours {
+    fn new(k: usize, m: usize) -> Ours {
+        Ours {
             k,
-            rs: params.make_encoder(),
-            payload: Vec::new(),
-            shards: Vec::new(),
+            m,
+            coder: elayday::coding::Coder::new(),
         }
     }
 }
 
-impl Codec for NovelPoly {
+impl Codec for Ours {
     fn name(&self) -> &'static str {
-        "reed-solomon-novelpoly 2"
+        "elayday::coding"
     }
 
     fn encode(&mut self, stripe: &mut [Vec<u8>]) {
-        self.payload.clear();
-        for shard in &stripe[..self.k] {
-            self.payload.extend_from_slice(shard);
-        }
-        self.shards = self.rs.encode(&self.payload).unwrap();
-        for (parity, shard) in stripe[self.k..].iter_mut().zip(&self.shards[self.k..]) {
-            parity.copy_from_slice(shard.as_ref());
-        }
+        let size = stripe[0].len();
+        let (data, parity) = stripe.split_at_mut(self.k);
+        let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        self.coder
+            .encode(&refs, parity.len(), size, |i, p| {
+                parity[i].copy_from_slice(p)
+            })
+            .unwrap();
     }
 
     fn rebuild(&mut self, stripe: &mut [Vec<u8>], present: &[bool]) {
-        let k = self.k;
-        if present[..k].iter().any(|&p| !p) {
-            // Its API takes the shards by value: the ones present are copied in.
-            let received: Vec<Option<WrappedShard>> = self
-                .shards
-                .iter()
-                .zip(present)
-                .map(|(shard, &here)| here.then(|| shard.clone()))
-                .collect();
-            let payload = self.rs.reconstruct(received).unwrap();
-            let size = stripe[0].len();
-            for (i, shard) in stripe[..k].iter_mut().enumerate() {
-                if !present[i] {
-                    shard.copy_from_slice(&payload[i * size..(i + 1) * size]);
-                }
-            }
-        }
-        if present[k..].iter().any(|&p| !p) {
-            // Parity comes only from encoding the whole payload again.
-            self.payload.clear();
-            for shard in &stripe[..k] {
-                self.payload.extend_from_slice(shard);
-            }
-            let shards: Vec<WrappedShard> = self.rs.encode(&self.payload).unwrap();
-            for (j, shard) in shards[k..].iter().enumerate() {
-                if !present[k + j] {
-                    stripe[k + j].copy_from_slice(shard.as_ref());
-                }
-            }
+        let size = stripe[0].len();
+        let (k, m) = (self.k, self.m);
+        let mut flat: Vec<u8> = stripe.iter().flatten().copied().collect();
+        let mut marks = present.to_vec();
+        self.coder
+            .rebuild_in(k, m, size, &mut flat, &mut marks, false)
+            .unwrap();
+        for (shard, bytes) in stripe.iter_mut().zip(flat.chunks_exact(size)) {
+            shard.copy_from_slice(bytes);
         }
     }
 }

@@ -88,7 +88,11 @@ fn write_seeds() {
         payload: b"parity",
         ..data
     };
-    write("frame", "parity", &emit(parity.buffer_len(), &|b| parity.emit(b)));
+    write(
+        "frame",
+        "parity",
+        &emit(parity.buffer_len(), &|b| parity.emit(b)),
+    );
     let tombstone = TombstoneRepr {
         origin: 7,
         hlc: 1 << 40,

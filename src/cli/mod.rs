@@ -28,9 +28,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use crate::node::{Fec, Limits, NodeConfig, IP_UDP_OVERHEAD};
-use crate::wire;
 use crate::reflector::ReflectorConfig;
 use crate::udp::SocketOptions;
+use crate::wire;
 
 pub use config::{ClientConfig, ClientRequest, DemoConfig, ValueSource};
 pub use flags::{

@@ -1,24 +1,31 @@
 //! coding: the erasure code that lets a stripe of fragments be rebuilt from any `data` of its
 //! `data + parity` fragments.
 //!
-//! It owns the use of the Reed-Solomon code (the `reed-solomon-simd` crate, GF(2^16), with
-//! SIMD where the CPU has it): computing a stripe's parity ([`Coder::encode`]) and rebuilding
+//! It owns the use of the Reed-Solomon code (the `reed-solomon-erasure` crate over GF(2^8),
+//! with its SIMD kernels): computing a stripe's parity ([`Coder::encode`]) and rebuilding
 //! whatever fragments of a stripe are missing, data or parity, byte for byte
-//! ([`Coder::rebuild`]). A shard is a fragment's payload; a data payload shorter than the
-//! stripe's shard length (the value's last fragment) is coded as if zero-padded to it. It knows
-//! nothing of frames, keys, sockets or time, and it holds no value: only the coder's working
-//! space, reused from call to call.
+//! ([`Coder::rebuild_in`], [`Coder::rebuild`]). A shard is a fragment's payload; a data payload
+//! shorter than the stripe's shard length (the value's last fragment) is coded as if
+//! zero-padded to it. GF(2^8) allows 256 fragments per stripe, which the wire format's limits
+//! keep to. Why this crate: `benches/coding.rs` measures it against `reed-solomon-simd`, whose
+//! every decode costs 0.2 to 0.4 ms however few fragments are lost, where this one restores
+//! one lost fragment in a few microseconds; repair is what a node does all day on a lossy
+//! path, encoding only once per write.
+//!
+//! It knows nothing of frames, keys, sockets or time, and it holds no value: only the codes it
+//! has built (one per stripe shape) and a scratch buffer, reused from call to call.
 
+use std::collections::HashMap;
 use std::fmt;
 
-use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+use reed_solomon_erasure::galois_8::ReedSolomon;
 
 /// Why a stripe could not be coded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// Fewer fragments present than the stripe has data fragments.
     TooFew { present: usize, data: usize },
-    /// The code refused the geometry or a shard (a bug in the caller, or a frame that lies).
+    /// The code refused the shape or a shard (a bug in the caller, or a frame that lies).
     Code(String),
 }
 
@@ -35,58 +42,44 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<reed_solomon_simd::Error> for Error {
-    fn from(error: reed_solomon_simd::Error) -> Error {
-        Error::Code(error.to_string())
+impl From<reed_solomon_erasure::Error> for Error {
+    fn from(error: reed_solomon_erasure::Error) -> Error {
+        Error::Code(format!("{error:?}"))
     }
 }
 
-/// A Reed-Solomon coder with its working space, for one thread.
+/// Most codes kept built at once (a node meets few stripe shapes).
+const MAX_CODES: usize = 64;
+
+/// A Reed-Solomon coder with its codes and working space, for one thread.
 #[derive(Default)]
 pub struct Coder {
-    encoder: Option<ReedSolomonEncoder>,
-    decoder: Option<ReedSolomonDecoder>,
-    /// A short data shard padded to the shard length.
-    padded: Vec<u8>,
-    /// Data shards restored by the decoder, when parity must be recomputed from them.
-    restored: Vec<u8>,
+    codes: HashMap<(usize, usize), ReedSolomon>,
+    /// Shards copied side by side, for [`Coder::rebuild`] and for padding.
+    scratch: Vec<u8>,
+    present: Vec<bool>,
 }
 
 impl Coder {
-    /// A coder with no working space yet.
+    /// A coder with no codes built yet.
     pub fn new() -> Coder {
         Coder::default()
     }
 
-    fn encoder(
-        &mut self,
-        data: usize,
-        parity: usize,
-        shard_len: usize,
-    ) -> Result<&mut ReedSolomonEncoder, Error> {
-        match &mut self.encoder {
-            Some(encoder) => encoder.reset(data, parity, shard_len)?,
-            None => self.encoder = Some(ReedSolomonEncoder::new(data, parity, shard_len)?),
+    fn code(&mut self, data: usize, parity: usize) -> Result<&ReedSolomon, Error> {
+        if !self.codes.contains_key(&(data, parity)) {
+            if self.codes.len() >= MAX_CODES {
+                self.codes.clear();
+            }
+            self.codes
+                .insert((data, parity), ReedSolomon::new(data, parity)?);
         }
-        Ok(self.encoder.as_mut().expect("set above"))
-    }
-
-    fn decoder(
-        &mut self,
-        data: usize,
-        parity: usize,
-        shard_len: usize,
-    ) -> Result<&mut ReedSolomonDecoder, Error> {
-        match &mut self.decoder {
-            Some(decoder) => decoder.reset(data, parity, shard_len)?,
-            None => self.decoder = Some(ReedSolomonDecoder::new(data, parity, shard_len)?),
-        }
-        Ok(self.decoder.as_mut().expect("set above"))
+        Ok(&self.codes[&(data, parity)])
     }
 
     /// Computes the `parity` parity shards of a stripe whose data shards are `data` (each at
     /// most `shard_len` bytes; shorter ones count as zero-padded) and hands each to `out` with
-    /// its parity index. `shard_len` must be even and not 0. With `parity` 0 it does nothing.
+    /// its parity index. With `parity` 0 it does nothing.
     pub fn encode(
         &mut self,
         data: &[&[u8]],
@@ -97,27 +90,85 @@ impl Coder {
         if parity == 0 {
             return Ok(());
         }
-        let mut padded = std::mem::take(&mut self.padded);
+        let k = data.len();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        // Room for the parity, and for a padded copy of a short data shard.
+        scratch.resize((parity + 1) * shard_len, 0);
         let result = (|| {
-            let encoder = self.encoder(data.len(), parity, shard_len)?;
-            for shard in data {
-                encoder.add_original_shard(pad(shard, shard_len, &mut padded))?;
+            let (parity_buf, padded) = scratch.split_at_mut(parity * shard_len);
+            // At most one data shard is short: the value's last.
+            if let Some(short) = data.iter().find(|s| s.len() != shard_len) {
+                let n = short.len().min(shard_len);
+                padded[..n].copy_from_slice(&short[..n]);
+                padded[n..].fill(0);
             }
-            let result = encoder.encode()?;
-            for (index, shard) in result.recovery_iter().enumerate() {
+            let padded = &*padded;
+            let shards: Vec<&[u8]> = data
+                .iter()
+                .map(|&s| if s.len() == shard_len { s } else { padded })
+                .collect();
+            let mut outputs: Vec<&mut [u8]> = parity_buf.chunks_exact_mut(shard_len).collect();
+            self.code(k, parity)?.encode_sep(&shards, &mut outputs)?;
+            for (index, shard) in outputs.iter().enumerate() {
                 out(index, shard);
             }
             Ok(())
         })();
-        self.padded = padded;
+        self.scratch = scratch;
         result
     }
 
-    /// Rebuilds the missing fragments of a stripe of `data` data and `parity` parity shards of
-    /// `shard_len` bytes. `shards` has one entry per fragment, data first, then parity: the
-    /// payload of those present, `None` for those missing. Each missing fragment is handed to
-    /// `out` with its position in the stripe; a data shard comes whole (`shard_len` bytes),
-    /// for the caller to cut to its payload length.
+    /// Rebuilds, in place, the missing fragments of a stripe of `data` data and `parity` parity
+    /// shards laid side by side in `stripe` (`shard_len` bytes each, data first; short data
+    /// shards zero-padded). `present` says which are there; the missing ones (all of them, or
+    /// only the data with `data_only`) are written and marked present. Needs `data` present.
+    pub fn rebuild_in(
+        &mut self,
+        data: usize,
+        parity: usize,
+        shard_len: usize,
+        stripe: &mut [u8],
+        present: &mut [bool],
+        data_only: bool,
+    ) -> Result<(), Error> {
+        let n = data + parity;
+        if present.len() != n || stripe.len() != n * shard_len {
+            return Err(Error::Code(format!(
+                "{} bytes and {} marks for a stripe of {data} + {parity} shards of {shard_len}",
+                stripe.len(),
+                present.len()
+            )));
+        }
+        let count = present.iter().filter(|&&p| p).count();
+        if count < data {
+            return Err(Error::TooFew {
+                present: count,
+                data,
+            });
+        }
+        if count == n || (data_only && present[..data].iter().all(|&p| p)) {
+            return Ok(());
+        }
+        let mut shards: Vec<(&mut [u8], bool)> = stripe
+            .chunks_exact_mut(shard_len)
+            .zip(present.iter().copied())
+            .collect();
+        let code = self.code(data, parity)?;
+        if data_only {
+            code.reconstruct_data(&mut shards)?;
+        } else {
+            code.reconstruct(&mut shards)?;
+        }
+        let limit = if data_only { data } else { n };
+        present[..limit].fill(true);
+        Ok(())
+    }
+
+    /// Rebuilds the missing fragments of a stripe given as one entry per fragment (data
+    /// first): the payload of those present, `None` for those missing. Each missing fragment is
+    /// handed to `out` with its position in the stripe; a data shard comes whole (`shard_len`
+    /// bytes), for the caller to cut to its payload length.
     pub fn rebuild(
         &mut self,
         data: usize,
@@ -126,7 +177,7 @@ impl Coder {
         shards: &[Option<&[u8]>],
         out: impl FnMut(usize, &[u8]),
     ) -> Result<(), Error> {
-        self.rebuild_some(data, parity, shard_len, shards, true, out)
+        self.rebuild_copy(data, parity, shard_len, shards, false, out)
     }
 
     /// As [`Coder::rebuild`], but only the missing data fragments: what a reader needs.
@@ -138,92 +189,57 @@ impl Coder {
         shards: &[Option<&[u8]>],
         out: impl FnMut(usize, &[u8]),
     ) -> Result<(), Error> {
-        self.rebuild_some(data, parity, shard_len, shards, false, out)
+        self.rebuild_copy(data, parity, shard_len, shards, true, out)
     }
 
-    fn rebuild_some(
+    fn rebuild_copy(
         &mut self,
         data: usize,
         parity: usize,
         shard_len: usize,
         shards: &[Option<&[u8]>],
-        with_parity: bool,
+        data_only: bool,
         mut out: impl FnMut(usize, &[u8]),
     ) -> Result<(), Error> {
-        if shards.len() != data + parity {
+        let n = data + parity;
+        if shards.len() != n {
             return Err(Error::Code(format!(
                 "{} fragments for a stripe of {data} + {parity}",
                 shards.len()
             )));
         }
-        let present = shards.iter().flatten().count();
-        if present < data {
-            return Err(Error::TooFew { present, data });
+        let mut stripe = std::mem::take(&mut self.scratch);
+        let mut present = std::mem::take(&mut self.present);
+        stripe.clear();
+        stripe.resize(n * shard_len, 0);
+        present.clear();
+        for (i, shard) in shards.iter().enumerate() {
+            if let Some(shard) = shard {
+                let len = shard.len().min(shard_len);
+                stripe[i * shard_len..][..len].copy_from_slice(&shard[..len]);
+            }
+            present.push(shard.is_some());
         }
-        let data_missing = shards[..data].iter().any(Option::is_none);
-        let parity_missing = with_parity && shards[data..].iter().any(Option::is_none);
-        let mut padded = std::mem::take(&mut self.padded);
-        let mut restored = std::mem::take(&mut self.restored);
-        let result = (|| {
-            if data_missing {
-                let decoder = self.decoder(data, parity, shard_len)?;
-                for (index, shard) in shards[..data].iter().enumerate() {
-                    if let Some(shard) = shard {
-                        decoder.add_original_shard(index, pad(shard, shard_len, &mut padded))?;
-                    }
-                }
-                for (index, shard) in shards[data..].iter().enumerate() {
-                    if let Some(shard) = shard {
-                        decoder.add_recovery_shard(index, shard)?;
-                    }
-                }
-                let result = decoder.decode()?;
-                restored.clear();
-                restored.resize(data * shard_len, 0);
-                for (index, shard) in result.restored_original_iter() {
-                    out(index, shard);
-                    restored[index * shard_len..][..shard_len].copy_from_slice(shard);
+        let result = self.rebuild_in(
+            data,
+            parity,
+            shard_len,
+            &mut stripe,
+            &mut present,
+            data_only,
+        );
+        if result.is_ok() {
+            let limit = if data_only { data } else { n };
+            for (i, shard) in shards[..limit].iter().enumerate() {
+                if shard.is_none() {
+                    out(i, &stripe[i * shard_len..][..shard_len]);
                 }
             }
-            if parity_missing {
-                let mut whole: Vec<&[u8]> = Vec::with_capacity(data);
-                for (index, shard) in shards[..data].iter().enumerate() {
-                    whole.push(match shard {
-                        Some(shard) => shard,
-                        None => &restored[index * shard_len..][..shard_len],
-                    });
-                }
-                let mut wanted = |index: usize, shard: &[u8]| {
-                    if shards[data + index].is_none() {
-                        out(data + index, shard);
-                    }
-                };
-                let encoder = self.encoder(data, parity, shard_len)?;
-                for shard in &whole {
-                    encoder.add_original_shard(pad(shard, shard_len, &mut padded))?;
-                }
-                let result = encoder.encode()?;
-                for (index, shard) in result.recovery_iter().enumerate() {
-                    wanted(index, shard);
-                }
-            }
-            Ok(())
-        })();
-        self.padded = padded;
-        self.restored = restored;
+        }
+        self.scratch = stripe;
+        self.present = present;
         result
     }
-}
-
-/// `shard` itself when it is `shard_len` bytes long, else a zero-padded copy in `scratch`.
-fn pad<'a>(shard: &'a [u8], shard_len: usize, scratch: &'a mut Vec<u8>) -> &'a [u8] {
-    if shard.len() == shard_len {
-        return shard;
-    }
-    scratch.clear();
-    scratch.extend_from_slice(&shard[..shard.len().min(shard_len)]);
-    scratch.resize(shard_len, 0);
-    scratch
 }
 
 #[cfg(test)]
@@ -289,6 +305,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn rebuild_in_place_restores_data_only_when_asked() {
+        let mut coder = Coder::new();
+        let d = shards(4, 10, 10);
+        let p = parity_of(&mut coder, &d, 2, 10);
+        let whole: Vec<u8> = d.iter().chain(&p).flatten().copied().collect();
+        let mut stripe = whole.clone();
+        stripe[10..20].fill(0xEE); // data 1, lost
+        stripe[50..60].fill(0xEE); // parity 1, lost
+        let mut present = [true, false, true, true, true, false];
+        coder
+            .rebuild_in(4, 2, 10, &mut stripe, &mut present, true)
+            .unwrap();
+        assert_eq!(&stripe[..40], &whole[..40]);
+        assert_eq!(present, [true, true, true, true, true, false]);
+        coder
+            .rebuild_in(4, 2, 10, &mut stripe, &mut present, false)
+            .unwrap();
+        assert_eq!(stripe, whole);
+        assert!(present.iter().all(|&p| p));
     }
 
     #[test]

@@ -24,9 +24,9 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// Length of the authentication tag that ends a sealed frame (one whose key epoch is not 0).
 pub const TAG_LEN: usize = 16;
 /// Most data fragments in one stripe.
-pub const MAX_STRIPE_DATA: u16 = 256;
-/// Most parity fragments in one stripe.
-pub const MAX_STRIPE_PARITY: u16 = 128;
+pub const MAX_STRIPE_DATA: u16 = 192;
+/// Most parity fragments in one stripe (with the data, at most 256: the code is over GF(2^8)).
+pub const MAX_STRIPE_PARITY: u16 = 64;
 
 /// Byte ranges and offsets of the fields, as in the tables of `docs/wire-format.md`.
 pub(super) mod field {

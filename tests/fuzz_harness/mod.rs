@@ -26,7 +26,10 @@ pub fn frame(data: &[u8]) {
             assert!(u64::from(d.stripe()) < g.stripe_count());
             assert!(u32::from(d.shard()) < g.shards_in(d.stripe()));
             assert_eq!(d.payload().len(), g.payload_len(d.stripe(), d.shard()));
-            assert_eq!(d.fragment_count(), wire::fragment_count(d.value_len(), d.chunk_len()));
+            assert_eq!(
+                d.fragment_count(),
+                wire::fragment_count(d.value_len(), d.chunk_len())
+            );
             sum ^= d.value_len() ^ d.payload_offset().unwrap_or(1) ^ d.payload().len() as u64;
             sum ^= d.data_index().unwrap_or(2) ^ u64::from(d.stripe_parity());
         }

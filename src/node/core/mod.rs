@@ -738,8 +738,10 @@ impl Core {
         let record = self.records.get_mut(&key).expect("just recorded");
         record.geometry = Some(geometry);
         record.confirm = Some(Confirm::new(id, geometry));
-        // A narrow value's rows are spread over half a lap (see `writes`).
-        let spread = self.probes.period_last().unwrap_or_default() / 2;
+        // A narrow value's rows are spread over an eighth of a lap (see `writes` and
+        // `repair::Repair::set_period`).
+        let lap = self.probes.period_last().min(self.probes.period_min());
+        let spread = lap.unwrap_or_default() / 8;
         self.puts.push_back(PutJob::new(
             id,
             key.into(),

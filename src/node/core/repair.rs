@@ -24,7 +24,7 @@ use crate::wire::{DataFrame, DataRepr, Geometry};
 /// Fixed bytes charged to each tracked stripe besides its payloads and header.
 const SLOT_OVERHEAD: u64 = 128;
 /// The longest a stripe is waited for after its last fragment passed before it is judged.
-const QUIET_MAX: Duration = Duration::from_millis(50);
+const QUIET_MAX: Duration = Duration::from_millis(100);
 /// The shortest: below it a pass is judged while its own fragments still arrive.
 const QUIET_MIN: Duration = Duration::from_micros(200);
 
@@ -95,8 +95,6 @@ struct Slot {
     last: Duration,
     /// The current pass is whole, or was made whole.
     done: bool,
-    /// The current pass was found short of its data count (counted once).
-    hopeless: bool,
     /// The current pass found no room for its payloads (counted once).
     no_room: bool,
     /// A timer entry stands for this slot.
@@ -207,9 +205,16 @@ impl Repair {
     }
 
     /// Tells the loop's shortest period so far and its last one.
+    ///
+    /// A copy of a fragment must arrive within half the shortest period of the original (the
+    /// window), and a stripe is judged after a quarter of it of silence (long enough for the
+    /// stalls of a busy machine): a stripe that passes in less than an eighth of the period
+    /// (writers spread a narrow value's rows over an eighth, see `writes`) has its rebuilt
+    /// copies and any late original within the window.
     pub fn set_period(&mut self, min: Duration, last: Duration) {
         self.window = min / 2;
-        self.quiet = (last / 8).clamp(QUIET_MIN, QUIET_MAX);
+        self.quiet = (min / 4).clamp(QUIET_MIN, QUIET_MAX);
+        let _ = last;
     }
 
     /// The figures so far.
@@ -269,7 +274,6 @@ impl Repair {
                     pass_start: now,
                     last: now,
                     done: false,
-                    hopeless: false,
                     no_room: false,
                     timer: false,
                 };
@@ -298,10 +302,10 @@ impl Repair {
                         now,
                     );
                 }
+                end_pass(slot, &mut self.figures);
                 slot.present = 0;
                 slot.pass_start = now;
                 slot.done = false;
-                slot.hopeless = false;
                 slot.no_room = false;
             }
             // Never seen, or seen in an earlier pass: a fragment of this pass.
@@ -378,7 +382,7 @@ impl Repair {
                 hlc: id.hlc,
                 origin: id.origin,
             };
-            if !slot.done && obsolete(&slot.key, version) {
+            if obsolete(&slot.key, version) {
                 slot.done = true;
                 release(slot, &mut self.pool, &mut self.held);
             }
@@ -397,8 +401,16 @@ impl Repair {
                     release(slot, &mut self.pool, &mut self.held);
                 }
             }
+            // A pass that went by short may be late in parts (a hop that stalled): it is kept
+            // until just before its next lap, for the rest of it to come.
+            let keep = if slot.done {
+                keep
+            } else {
+                (self.window * 9 / 5).max(keep)
+            };
             if slot.last + keep <= now {
                 let mut slot = self.slots.remove(&id).expect("looked up above");
+                end_pass(&slot, &mut self.figures);
                 release(&mut slot, &mut self.pool, &mut self.held);
                 self.held -= slot.cost();
             } else {
@@ -437,6 +449,15 @@ impl Repair {
     }
 }
 
+/// The current pass of `slot` is over: counted unrecoverable if it went by short of its data
+/// count and nothing made it whole.
+fn end_pass(slot: &Slot, figures: &mut RepairFigures) {
+    let held = slot.copied.iter().filter(|&&c| c).count() as u32;
+    if !slot.done && slot.present < slot.data() && (slot.payloads.is_none() || held < slot.data()) {
+        figures.unrecoverable += 1;
+    }
+}
+
 fn recycle(pool: &mut Vec<Vec<u8>>, buf: Option<Vec<u8>>) {
     if let Some(buf) = buf {
         if pool.len() < 64 {
@@ -462,16 +483,16 @@ fn judge(
         slot.done = true;
         return 0;
     }
-    if slot.present < slot.data() {
-        if !slot.hopeless {
-            slot.hopeless = true;
-            figures.unrecoverable += 1;
-        }
+    // What the node holds of the stripe counts, not only this pass: a hop that stalled can
+    // split one pass in two, and the bytes of a fragment are the same on every lap.
+    let held = slot.copied.iter().filter(|&&c| c).count() as u32;
+    if slot.payloads.is_none() || held < slot.data() {
+        // Counted if the pass ends so (`end_pass`); more of it may still come.
         return 0;
     }
-    let Some(payloads) = slot.payloads.as_ref() else {
+    if slot.payloads.is_none() {
         return 0;
-    };
+    }
     let missing = u64::from(slot.shards() - slot.present);
     let per = u64::from(slot.geometry.chunk_len) + slot.key.len() as u64 + SLOT_OVERHEAD;
     if missing * per > room {
@@ -480,50 +501,43 @@ fn judge(
     }
     let chunk = slot.chunk();
     let start = slot.pass_start;
-    let present: Vec<Option<&[u8]>> = slot
-        .copied
-        .iter()
-        .enumerate()
-        .map(|(i, &have)| have.then(|| &payloads[i * chunk..][..chunk]))
-        .collect();
-    let seen = &slot.seen;
-    let missing = |i: usize| seen[i].is_none_or(|t| t < start);
     let data = slot.data() as usize;
     let parity = usize::from(slot.geometry.parity);
-    let mut rebuilt = Vec::new();
-    let (geometry, stripe) = (slot.geometry, slot.stripe);
-    let result = coder.rebuild(data, parity, chunk, &present, |index, shard| {
-        if missing(index) {
-            let len = geometry.payload_len(stripe, index as u16);
-            rebuilt.push((index, shard[..len].to_vec()));
-        }
-    });
-    if result.is_err() {
-        if !slot.hopeless {
-            slot.hopeless = true;
-            figures.unrecoverable += 1;
-        }
+    let Some(payloads) = slot.payloads.as_mut() else {
         return 0;
-    }
-    if slot.hopeless {
-        // Counted short too early: more of it came after all.
-        figures.unrecoverable -= 1;
+    };
+    if coder
+        .rebuild_in(data, parity, chunk, payloads, &mut slot.copied, false)
+        .is_err()
+    {
+        return 0;
     }
     slot.done = true;
     let mut bytes = 0;
-    for (index, payload) in rebuilt {
+    for index in 0..slot.shards() as usize {
+        if slot.seen[index].is_some_and(|t| t >= start) {
+            continue;
+        }
         slot.seen[index] = Some(now);
         slot.present += 1;
         figures.repaired += 1;
-        let rebuilt = Rebuilt {
-            id,
-            key: slot.key.clone(),
-            geometry,
-            shard: index as u16,
-            payload,
-        };
+        let rebuilt = rebuilt(id, slot, index as u16);
         bytes += rebuilt.cost();
         out.push_back(rebuilt);
     }
     bytes
+}
+
+/// A copy of fragment `shard` of the stripe of `slot`, whose payload it holds.
+fn rebuilt(id: StripeId, slot: &Slot, shard: u16) -> Rebuilt {
+    let chunk = slot.chunk();
+    let len = slot.geometry.payload_len(slot.stripe, shard);
+    let payloads = slot.payloads.as_ref().expect("just rebuilt");
+    Rebuilt {
+        id,
+        key: slot.key.clone(),
+        geometry: slot.geometry,
+        shard,
+        payload: payloads[usize::from(shard) * chunk..][..len].to_vec(),
+    }
 }

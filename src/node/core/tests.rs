@@ -11,7 +11,7 @@ fn plain(value_len: u64, chunk_len: u16) -> Geometry {
     Geometry {
         value_len,
         chunk_len,
-        data: 256,
+        data: 192,
         parity: 0,
     }
 }
@@ -20,6 +20,9 @@ const MAX_DATAGRAM: usize = 200;
 const LAP: Duration = Duration::from_millis(10);
 const STEP: Duration = Duration::from_micros(100);
 const UNIX_START: u64 = 1_764_000_000_000;
+
+/// Says which datagrams are lost on their way back to the node.
+type Lose = Box<dyn FnMut(&[u8]) -> bool>;
 
 struct Loop {
     core: Core,
@@ -31,7 +34,7 @@ struct Loop {
     /// DATA frames the core has sent.
     sent_data: usize,
     /// Datagrams for which this says true are lost on their way back to the node.
-    lose: Option<Box<dyn FnMut(&[u8]) -> bool>>,
+    lose: Option<Lose>,
 }
 
 impl Loop {

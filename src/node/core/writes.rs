@@ -50,6 +50,10 @@ pub struct PutJob {
     spacing: Duration,
     /// The current row may not start before this time.
     ready_at: Duration,
+    /// When the first row went, and rows started since: row `r` is due at
+    /// `started + r * spacing`, so a late wake-up catches up instead of stretching the spread.
+    started: Option<Duration>,
+    rows: u32,
 }
 
 impl PutJob {
@@ -84,6 +88,8 @@ impl PutJob {
             sent: 0,
             spacing,
             ready_at: Duration::ZERO,
+            started: None,
+            rows: 0,
         }
     }
 
@@ -117,6 +123,7 @@ impl PutJob {
         if self.ready_at > now {
             return Emit::Wait(self.ready_at);
         }
+        let started = *self.started.get_or_insert(now);
         let g = self.geometry;
         let stripes = g.stripe_count();
         let depth = u64::from(INTERLEAVE_DEPTH);
@@ -138,7 +145,8 @@ impl PutJob {
                 self.position += 1;
                 self.offset = 0;
                 if !self.spacing.is_zero() {
-                    self.ready_at = now + self.spacing;
+                    self.rows += 1;
+                    self.ready_at = started + self.spacing * self.rows;
                     if self.ready_at > now {
                         return Emit::Wait(self.ready_at);
                     }
@@ -274,7 +282,7 @@ mod tests {
             match job.emit(&mut buf, 7, &mut coder, now) {
                 Emit::Frame(_) => *rows.last_mut().unwrap() += 1,
                 Emit::Wait(at) => {
-                    assert_eq!(at, now + Duration::from_millis(1));
+                    assert_eq!(at, now + Duration::from_millis(1), "rows on schedule");
                     assert!(!job.ready(now) && job.waits_until(now) == Some(at));
                     now = at;
                     rows.push(0);
@@ -285,5 +293,25 @@ mod tests {
         assert_eq!(rows.len(), 11);
         assert!(rows.iter().all(|&n| n == 3), "{rows:?}");
         assert_eq!(job.waits_until(now), None);
+        // A late caller catches up: rows already due go at once.
+        let mut job = PutJob::new(
+            1,
+            b"k".to_vec().into(),
+            vec![1u8; 2400],
+            version,
+            geometry,
+            spread,
+        );
+        let start = Duration::from_secs(1);
+        assert!(matches!(
+            job.emit(&mut buf, 7, &mut coder, start),
+            Emit::Frame(_)
+        ));
+        let late = start + Duration::from_micros(5500);
+        let mut sent = 1;
+        while let Emit::Frame(_) = job.emit(&mut buf, 7, &mut coder, late) {
+            sent += 1;
+        }
+        assert_eq!(sent, 6 * 3, "rows 0 to 5 are due 5.5 ms in");
     }
 }
