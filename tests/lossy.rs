@@ -237,3 +237,27 @@ fn a_three_node_ring_with_loss_on_every_hop_survives_200_laps() {
         }
     }
 }
+
+/// Three nodes in a ring with no delay anywhere (the loop is only the nodes' queues, a period
+/// of well under a millisecond): a value written on one is read on the others, and stays.
+/// Found by tests/docker.rs's ring of containers.
+#[test]
+fn a_ring_without_delay_keeps_its_values() {
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_udp("127.0.0.1")).collect();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| Node::start(addrs[i], addrs[(i + 1) % 3], &[]))
+        .collect();
+    for node in &nodes {
+        wait_closed(&node.client);
+    }
+    let value = pattern(20_000, 5);
+    put(&nodes[0].client, "ring", &value).unwrap();
+    for round in 0..3 {
+        for (i, node) in nodes.iter().enumerate() {
+            let got = get(&node.client, "ring").unwrap_or_else(|e| {
+                panic!("round {round}, node {i}: {e:?} {:?}", stats(&node.client))
+            });
+            assert!(got == value, "round {round}, node {i}: a different value");
+        }
+    }
+}

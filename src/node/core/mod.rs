@@ -49,6 +49,12 @@ use crate::wire::{
 
 /// Foreign probes older than this (or ten of our loop periods) are dropped.
 const PROBE_MAX_AGE: Duration = Duration::from_secs(60);
+/// Probes back before the shortest period is trusted for repair.
+const PROBES_BEFORE_REPAIR: u64 = 32;
+/// In a loop shorter than this (a ring with no delay, where the period is the nodes' own
+/// queueing) the probes' period is no bound on a datagram's lap, so a copy cannot be told from
+/// the next lap: the node does not mend stripes there (parity still lets GETs read past a loss).
+const REPAIR_MIN_PERIOD: Duration = Duration::from_millis(5);
 /// Tombstones older than this are dropped even if their origin never takes them back.
 const TOMBSTONE_MAX_AGE_MS: u64 = 10 * 60 * 1000;
 
@@ -83,6 +89,8 @@ pub struct Core {
     tombstones: VecDeque<TombstoneOut>,
     answers: VecDeque<(RequestId, Answer)>,
     probes: Probes,
+    /// Our probes that came back so far.
+    probes_back: u64,
     totals: Totals,
     forwarded: u64,
     forwarded_bytes: u64,
@@ -108,6 +116,7 @@ impl Core {
             tombstones: VecDeque::new(),
             answers: VecDeque::new(),
             probes: Probes::new(now.mono),
+            probes_back: 0,
             totals: Totals::default(),
             forwarded: 0,
             forwarded_bytes: 0,
@@ -338,8 +347,18 @@ impl Core {
 
     /// Our probe `seq` came back: every datagram sent before it had a full lap to pass.
     fn on_probe_back(&mut self, seq: u64, now: Now) {
-        if let (Some(min), Some(last)) = (self.probes.period_min(), self.probes.period_last()) {
-            self.repair.set_period(min, last);
+        // The shortest period bounds how soon a datagram can come round again, which tells a
+        // copy from the next lap: only once a few probes have measured it (the first ones may
+        // take far longer than a lap, while the ring starts).
+        self.probes_back += 1;
+        if self.probes_back >= PROBES_BEFORE_REPAIR {
+            if let (Some(min), Some(last)) = (self.probes.period_min(), self.probes.period_last()) {
+                if min >= REPAIR_MIN_PERIOD {
+                    self.repair.set_period(min, last);
+                } else {
+                    self.repair.set_period(Duration::ZERO, Duration::ZERO);
+                }
+            }
         }
         self.check_confirmations(seq, now);
         for command in std::mem::take(&mut self.parked) {

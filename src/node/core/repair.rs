@@ -13,7 +13,8 @@
 //! It must not decide what the loop keeps otherwise (versions, deletions are the core's), and
 //! it has no clock: times come in with each call.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ const QUIET_MIN: Duration = Duration::from_micros(200);
 
 /// Identifies a stripe in the loop: the write's version and the stripe's index. A version is
 /// unique to one write of one key (a node stamps each write with a new clock value).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct StripeId {
     origin: u64,
     hlc: u64,
@@ -172,7 +173,7 @@ pub struct RepairFigures {
 pub struct Repair {
     slots: IdMap<Slot>,
     /// (when to look at a slot again, its id), in time order; one entry per slot at most.
-    timers: VecDeque<(Duration, StripeId)>,
+    timers: BinaryHeap<Reverse<(Duration, StripeId)>>,
     out: VecDeque<Rebuilt>,
     budget: u64,
     held: u64,
@@ -192,7 +193,7 @@ impl Repair {
     pub fn new(budget: u64) -> Repair {
         Repair {
             slots: IdMap::default(),
-            timers: VecDeque::new(),
+            timers: BinaryHeap::new(),
             out: VecDeque::new(),
             budget,
             held: 0,
@@ -285,6 +286,9 @@ impl Repair {
         }
         match slot.seen[shard] {
             Some(at) if now.saturating_sub(at) < window => {
+                // A datagram comes round a lap after it passed, never sooner than the shortest
+                // period: a second copy within half of it is a copy (a late original of one
+                // this node rebuilt, or a network duplicate).
                 self.figures.duplicates += 1;
                 return Verdict::Duplicate;
             }
@@ -353,7 +357,7 @@ impl Repair {
         if let Some(slot) = self.slots.get_mut(&id) {
             if !slot.timer {
                 slot.timer = true;
-                self.timers.push_back((now + self.quiet, id));
+                self.timers.push(Reverse((now + self.quiet, id)));
             }
         }
     }
@@ -365,17 +369,17 @@ impl Repair {
     /// would put the deleted value back in the loop.
     pub fn on_timer(&mut self, now: Duration, obsolete: impl Fn(&[u8], Version) -> bool) {
         let keep = self.window.max(self.quiet);
-        while let Some(&(due, id)) = self.timers.front() {
+        while let Some(&Reverse((due, id))) = self.timers.peek() {
             if due > now {
                 break;
             }
-            self.timers.pop_front();
+            self.timers.pop();
             let Some(slot) = self.slots.get_mut(&id) else {
                 continue;
             };
             if slot.last + self.quiet > now {
                 // Fragments still came: look again once it has been quiet for long enough.
-                self.timers.push_back((now + self.quiet, id));
+                self.timers.push(Reverse((now + self.quiet, id)));
                 continue;
             }
             let version = Version {
@@ -414,15 +418,15 @@ impl Repair {
                 release(&mut slot, &mut self.pool, &mut self.held);
                 self.held -= slot.cost();
             } else {
-                self.timers
-                    .push_back(((slot.last + keep).max(now + self.quiet), id));
+                let at = (slot.last + keep).max(now + self.quiet);
+                self.timers.push(Reverse((at, id)));
             }
         }
     }
 
     /// When [`Repair::on_timer`] next has work.
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.timers.front().map(|&(due, _)| due)
+        self.timers.peek().map(|&Reverse((due, _))| due)
     }
 
     /// Whether a rebuilt fragment waits to be sent.

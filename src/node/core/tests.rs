@@ -60,7 +60,9 @@ impl Loop {
             sent_data: 0,
             lose: None,
         };
-        l.run(LAP * 3);
+        // Long enough for the probes to have measured the loop well (see
+        // `PROBES_BEFORE_REPAIR`).
+        l.run(LAP * 40);
         assert!(l.core.loop_closed());
         l
     }
@@ -198,7 +200,13 @@ fn a_forged_fragment_of_a_write_being_confirmed_is_dropped() {
         l.now,
     );
     l.run(Duration::from_millis(2));
-    let real = l.flight[0].1.clone();
+    let real = l
+        .flight
+        .iter()
+        .find(|(_, d)| matches!(Frame::new_checked(&d[..]).unwrap().kind(), Kind::Data(_)))
+        .unwrap()
+        .1
+        .clone();
     let frame = Frame::new_checked(&real[..]).unwrap();
     let forged = DataRepr {
         origin: frame.origin(),
@@ -521,10 +529,11 @@ fn lost_fragments_are_rebuilt_within_the_lap_and_the_loop_stays_whole() {
     assert_eq!(lost, 11);
     l.run(LAP * 3);
     let census = census(&l);
+    let figures = l.core.stats(l.now, IoFigures::default()).repair;
     assert_eq!(
         census.len() as u64,
         g.datagram_count(),
-        "every fragment is back"
+        "every fragment is back: {figures:?}"
     );
     assert!(census.values().all(|&n| n == 1), "and only once");
     let stats = l.core.stats(l.now, IoFigures::default());
@@ -546,7 +555,7 @@ fn a_delayed_fragment_that_was_also_rebuilt_leaves_one_copy() {
         .position(|(_, d)| matches!(Frame::new_checked(&d[..]).unwrap().kind(), Kind::Data(_)))
         .unwrap();
     let (_, datagram) = l.flight.remove(at);
-    for _ in 0..2 * LAP.as_micros() / STEP.as_micros() {
+    for _ in 0..4 * LAP.as_micros() / STEP.as_micros() {
         if l.core.stats(l.now, IoFigures::default()).repair.repaired >= 1 {
             break;
         }
