@@ -303,3 +303,24 @@ fn one_survival() {
         report.events
     );
 }
+
+/// The churn of the repair, at its smallest (`sim::Known::RepairChurn`): 30 values on a ring of
+/// 3, one lap of 1 % loss, then a clean loop. Once the few losses are mended (two laps), nothing
+/// may be rebuilt and every fragment must circulate once.
+#[test]
+#[ignore = "fails on the core of 8d8d900: Known::RepairChurn (open)"]
+fn repair_falls_silent_after_one_lossy_lap() {
+    for nodes in [1, 3] {
+        let spec = sim::survival(
+            0xc4u64 + nodes as u64,
+            nodes,
+            30,
+            sim::LossSpec::Random(0.01),
+            1,
+        );
+        let report = sim::run_survival(&spec, true)
+            .survival
+            .expect("a survival report");
+        eprintln!("{}: {}", spec.describe(), report.line());
+    }
+}

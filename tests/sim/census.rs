@@ -4,8 +4,10 @@
 //! newest version has two copies in the network (the nodes drop the copies of a fragment, when
 //! its stripes have parity), and none is missing if the write was confirmed and no stripe of it
 //! ever lost more positions than its parity (the nodes rebuild what a stripe lacks as it passes).
-//! Both are symptoms of `Known::RepairChurn` (open) when the nodes still rebuild fragments of the
-//! write a lap before the census; a fragment missing otherwise is `Known::NotRebuilt` (open).
+//! And nothing is rebuilt from two laps after the faults stopped on: nothing is lost any more.
+//! Copies, and fragments rebuilt late, are symptoms of `Known::RepairChurn` (open), and so is a
+//! fragment missing when the nodes still rebuild fragments of its write a lap before the census;
+//! a fragment missing otherwise is `Known::NotRebuilt`.
 //!
 //! It never calls into a core but to read its figures; it changes the links, and runs after
 //! every other part has done its work (`event_loop.rs` calls it).
@@ -18,7 +20,7 @@ use super::summary::{Census, Known};
 use super::world::World;
 
 /// How long a stripe may wait for its judgement (repair.rs `QUIET_MAX`), at the most.
-const QUIET_MAX: u64 = 50 * MS;
+const QUIET_MAX: u64 = 100 * MS;
 
 impl World {
     /// The faults stop now: the run goes on for the time it takes the nodes to mend the loop,
@@ -41,14 +43,23 @@ impl World {
             reflector.spec.capacity = u64::MAX / 2;
         }
         self.sc.garbage_gap = None;
+        self.calm_since = Some(self.now);
         self.settle_time()
     }
 
-    /// A loss is rebuilt by the next node within a lap and the judgement of its stripe; a
-    /// copy is dropped by the first node it reaches within half a lap of its twin, or a lap
-    /// later: three laps and two judgements.
+    /// A loss is rebuilt by the next node within a lap and the judgement of its stripe (which
+    /// may wait for the rest of the stripe until just before its next lap); a copy is dropped by
+    /// the first node it reaches within half a lap of its twin, or a lap later: three laps and
+    /// two judgements.
     pub(super) fn settle_time(&self) -> u64 {
         3 * self.p_max + 2 * QUIET_MAX
+    }
+
+    /// Whether the nodes have had the time to mend what the faults left: from then on nothing
+    /// is lost, so nothing is rebuilt.
+    pub(super) fn mended(&self) -> bool {
+        self.calm_since
+            .is_some_and(|since| self.now > since + 2 * self.p_max + 2 * QUIET_MAX)
     }
 
     /// Every live fragment circulates exactly once (see the module documentation). Returns the
@@ -65,8 +76,19 @@ impl World {
                     .untracked
             })
             .sum();
-        let mut census = Census::default();
+        let mut census = Census {
+            late_repairs: self.summary.late_repairs,
+            ..Census::default()
+        };
         let laps = self.settle_time() / self.p_max.max(1);
+        if census.late_repairs > 0 {
+            let what = format!(
+                "{} fragments rebuilt more than two laps after the faults stopped (nothing is \
+                 lost then)",
+                census.late_repairs
+            );
+            self.known(Known::RepairChurn, what);
+        }
         for key in 0..self.keys.len() {
             let Some((_, Owner::Write(w))) = self.keys[key].newest else {
                 continue;

@@ -158,7 +158,7 @@ fn run_scenario(scenario: Scenario, strict: Strictness) -> Summary {
         Ok(summary) => summary,
         Err(payload) => {
             let message = panic_message(&*payload);
-            if message.starts_with("sim seed") {
+            if message.starts_with("sim seed") || message.starts_with("sim survival") {
                 panic::resume_unwind(payload);
             }
             panic!(
@@ -222,6 +222,7 @@ pub struct Totals {
     pub fragments: u64,
     pub missing: u64,
     pub doubled: u64,
+    pub late_repairs: u64,
     pub wall: f64,
 }
 
@@ -250,6 +251,7 @@ impl Totals {
             self.fragments += c.fragments;
             self.missing += c.missing;
             self.doubled += c.doubled;
+            self.late_repairs += c.late_repairs;
         }
         for (total, n) in self.known.iter_mut().zip(s.known) {
             *total += n;
@@ -263,7 +265,7 @@ impl Totals {
              {} GETs checked against a settled key ({} values), {} datagrams destroyed ({} \
              corrupted), {} rebuilt, {} copies dropped ({} of them the last), answers: {} \
              DATA_LOSS, {} UNAVAILABLE, {} RESOURCE_EXHAUSTED, {} cancelled, {} excused by \
-             reordering, {} GETs not held (an older version rebuilt); census: {} fragments, {} missing, {} doubled; {} idle polls; known bugs \
+             reordering, {} GETs not held (an older version rebuilt); census: {} fragments, {} missing, {} doubled, {} rebuilt late; {} idle polls; known bugs \
              let pass: {} ({} forwardings of immortal datagrams)",
             self.seeds,
             self.laps,
@@ -287,6 +289,7 @@ impl Totals {
             self.fragments,
             self.missing,
             self.doubled,
+            self.late_repairs,
             self.idle_polls,
             Known::ALL
                 .iter()

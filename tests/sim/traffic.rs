@@ -289,6 +289,10 @@ impl World {
         }
         rebuilt_by[n] = self.now;
         self.summary.repaired += 1;
+        if self.mended() {
+            self.summary.late_repairs += 1;
+            self.trace(|| format!("late repair: write #{w} position {pos}"));
+        }
         self.nodes[n].repairs_sent += 1;
         self.nodes[n].see(key, ver);
         let ks = &mut self.keys[key as usize];

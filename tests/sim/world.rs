@@ -224,6 +224,8 @@ pub struct World {
     pub(super) scratch: Vec<u8>,
     /// A survival run's script and what it found (`survival.rs`).
     pub(super) survival: Option<SurvivalRun>,
+    /// When the faults stopped (`census.rs`).
+    pub(super) calm_since: Option<u64>,
 }
 
 impl World {
@@ -312,6 +314,7 @@ impl World {
             coder: Coder::new(),
             scratch: Vec::new(),
             survival: None,
+            calm_since: None,
             sc,
         }
     }
