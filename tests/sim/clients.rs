@@ -179,6 +179,7 @@ impl World {
                 0
             },
             repairs_seen: 0,
+            postponed_by: 0,
         });
         self.open += 1;
         self.summary.requests += 1;

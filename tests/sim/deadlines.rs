@@ -89,6 +89,7 @@ impl World {
         let repairs = node.repairs_sent - r.repairs_seen;
         if matches!(stage, Stage::Sending | Stage::Tombstone) && repairs > 0 {
             let at = at + 2 * repairs * node.spec.frame_ns;
+            self.requests[id].postponed_by += repairs;
             self.set_deadline(id, at, stage);
             return;
         }

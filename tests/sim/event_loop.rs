@@ -9,7 +9,7 @@ use elayday::node::core::DropReason;
 
 use super::net::{self, Datagram, Meta};
 use super::scenario::MS;
-use super::summary::Summary;
+use super::summary::{Known, Summary};
 use super::world::{Ev, World};
 
 /// Events after which a run counts as a runaway.
@@ -96,14 +96,27 @@ impl World {
     }
 
     fn finish(mut self) -> Summary {
-        if let Some(id) = (0..self.requests.len()).find(|&id| self.requests[id].open()) {
+        for id in 0..self.requests.len() {
             let r = &self.requests[id];
-            self.fail(format!(
-                "request #{id} ({:?} on node {}, issued at {}) was never answered",
+            if !r.open() {
+                continue;
+            }
+            let what = format!(
+                "request #{id} ({:?} on node {}, issued at {}) was never answered ({} fragments \
+                 its node rebuilt went out before its frames)",
                 r.op,
                 r.node,
-                Self::ms(r.issued)
-            ));
+                Self::ms(r.issued),
+                r.postponed_by
+            );
+            // Its node's send rate taken by fragments it kept rebuilding: more than the network
+            // ever lost (and the nodes dropped), which only the churn can rebuild.
+            let lost = self.summary.destroyed + self.summary.node_drops;
+            if r.postponed_by > lost {
+                self.known(Known::RepairChurn, what);
+            } else {
+                self.fail(what);
+            }
         }
         // Every corrupted datagram a node received was counted under a wire error.
         for (n, node) in self.nodes.iter().enumerate() {

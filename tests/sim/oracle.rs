@@ -95,6 +95,8 @@ pub struct Request {
     /// Fragments its node had rebuilt and sent when its deadline was last set: those sent
     /// since went out before its frames.
     pub repairs_seen: u64,
+    /// Fragments rebuilt by its node that postponed its deadline, in all.
+    pub postponed_by: u64,
 }
 
 impl Request {
