@@ -110,9 +110,8 @@ impl World {
                 r.postponed_by
             );
             // Its node's send rate taken by fragments it kept rebuilding: more than the network
-            // ever lost (and the nodes dropped), which only the churn can rebuild.
-            let lost = self.summary.destroyed + self.summary.node_drops;
-            if r.postponed_by > lost {
+            // ever destroyed, which only the churn can rebuild.
+            if r.postponed_by > self.summary.destroyed {
                 self.known(Known::RepairChurn, what);
             } else {
                 self.fail(what);

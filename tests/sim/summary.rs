@@ -86,7 +86,8 @@ pub enum Known {
     /// more than two laps after the faults stopped, fragments with two copies, or missing while
     /// still rebuilt) and at a GET's answer (DATA_LOSS or NOT_FOUND for a value whole in the
     /// loop, whose node rebuilt fragments of it while the GET waited), and at the end (a
-    /// request never answered, postponed by more rebuilt fragments than the network ever lost).
+    /// request never answered, postponed by more rebuilt fragments than the network ever
+    /// destroyed).
     /// Open.
     RepairChurn,
     /// A fragment missing from its stripe's pass is never rebuilt, though the rest of the
