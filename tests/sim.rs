@@ -87,6 +87,11 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
         178,
         "simulator: a node that rebuilt an obsolete version had no room to record the newer one",
     ),
+    (
+        136,
+        "core, Known::NotRebuilt, fixed in 8d8d900: a fragment whose payload the slot held from \
+         a pass before was never rebuilt",
+    ),
 ];
 
 #[test]

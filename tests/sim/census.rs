@@ -7,7 +7,7 @@
 //! And nothing is rebuilt from two laps after the faults stopped on: nothing is lost any more.
 //! Copies, and fragments rebuilt late, are symptoms of `Known::RepairChurn` (open), and so is a
 //! fragment missing when the nodes still rebuild fragments of its write a lap before the census;
-//! a fragment missing otherwise is `Known::NotRebuilt`.
+//! a fragment missing otherwise is `Known::NotRebuilt` (fixed: it fails the run).
 //!
 //! It never calls into a core but to read its figures; it changes the links, and runs after
 //! every other part has done its work (`event_loop.rs` calls it).

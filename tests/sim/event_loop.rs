@@ -12,8 +12,10 @@ use super::scenario::MS;
 use super::summary::{Known, Summary};
 use super::world::{Ev, World};
 
-/// Events after which a run counts as a runaway.
+/// Events after which a seed's run counts as a runaway; a survival run may take this many per
+/// value and lap more (each of a value's datagrams makes about three events a lap).
 const MAX_EVENTS: u64 = 40_000_000;
+const MAX_EVENTS_PER_VALUE_LAP: u64 = 1_000;
 
 impl World {
     /// Runs the seed to the end; panics with the seed and the time on a broken invariant.
@@ -29,6 +31,10 @@ impl World {
         if let Some(gap) = self.sc.garbage_gap {
             self.push(gap, Ev::Garbage);
         }
+        let max_events = MAX_EVENTS
+            + self.sc.survival.as_ref().map_or(0, |s| {
+                MAX_EVENTS_PER_VALUE_LAP * s.values as u64 * (s.laps + 100)
+            });
         // Once every request is answered, the faults stop and the nodes mend the loop.
         let mut calm_until = None;
         while let Some(q) = self.queue.pop() {
@@ -45,8 +51,8 @@ impl World {
             self.now = q.at;
             self.clock.set(q.at);
             self.summary.events += 1;
-            if self.summary.events > MAX_EVENTS {
-                self.fail(format!("runaway: more than {MAX_EVENTS} events"));
+            if self.summary.events > max_events {
+                self.fail(format!("runaway: more than {max_events} events"));
             }
             match q.ev {
                 Ev::Arrive { link, d } => {

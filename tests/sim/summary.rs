@@ -100,7 +100,8 @@ pub enum Known {
     /// 15240 ms; node 1 judges every later pass of stripe 0 at the start of the next with 39 of
     /// 40 present (`present 39, seen[12]` a lap old, payloads held) and sends nothing; the census
     /// finds it missing. Checked by the census (a fragment missing, with nothing of its write
-    /// rebuilt in the last lap). Open.
+    /// rebuilt in the last lap). Fixed in 8d8d900 (the judge rebuilds in place, in the slot's
+    /// own buffer, every fragment the pass lacks).
     NotRebuilt,
 }
 
@@ -116,10 +117,7 @@ impl Known {
 
     /// Whether the bug is fixed: then every run fails on its symptom.
     pub fn fixed(self) -> bool {
-        !matches!(
-            self,
-            Known::RepairChurn | Known::NoRoomAsLoss | Known::NotRebuilt
-        )
+        !matches!(self, Known::RepairChurn | Known::NoRoomAsLoss)
     }
 
     /// Seeds that show the symptom of an open bug (the `open_bugs` test runs them).
@@ -127,7 +125,6 @@ impl Known {
         match self {
             Known::RepairChurn => &[147, 8, 85, 309, 1000271],
             Known::NoRoomAsLoss => &[152, 97, 377],
-            Known::NotRebuilt => &[136],
             _ => &[],
         }
     }
