@@ -40,7 +40,7 @@ use self::probes::Probes;
 pub use self::probes::Totals;
 use self::reassembly::{Progress, Reassembly};
 use self::records::{Confirm, Records};
-use self::repair::{Repair, Verdict};
+use self::repair::{Mend, Repair, Verdict};
 use self::writes::{Emit, PutJob};
 use crate::coding::Coder;
 use crate::wire::{
@@ -50,7 +50,7 @@ use crate::wire::{
 /// Foreign probes older than this (or ten of our loop periods) are dropped.
 const PROBE_MAX_AGE: Duration = Duration::from_secs(60);
 /// Probes back before the shortest period is trusted for repair.
-const PROBES_BEFORE_REPAIR: u64 = 32;
+const PROBES_BEFORE_REPAIR: u64 = 8;
 /// In a loop shorter than this (a ring with no delay, where the period is the nodes' own
 /// queueing) the probes' period is no bound on a datagram's lap, so a copy cannot be told from
 /// the next lap: the node does not mend stripes there (parity still lets GETs read past a loss).
@@ -78,6 +78,8 @@ pub struct Core {
     records: Records,
     reassembly: Reassembly,
     repair: Repair,
+    /// The last fragment taken was a tail the repair holds back (see `on_datagram`).
+    held_tail: bool,
     /// Computes the parity of writes being sent.
     coder: Coder,
     gets: BTreeMap<RequestId, GetWait>,
@@ -108,6 +110,7 @@ impl Core {
             records: Records::new(limits.max_records),
             reassembly: Reassembly::new(limits.max_value_size, limits.max_reassembly),
             repair: Repair::new(limits.max_repair),
+            held_tail: false,
             coder: Coder::new(),
             gets: BTreeMap::new(),
             parked: VecDeque::new(),
@@ -148,7 +151,7 @@ impl Core {
     #[inline]
     pub fn on_datagram(&mut self, datagram: &[u8], now: Now) -> bool {
         let keep = self.keep(datagram, now);
-        if keep {
+        if keep || std::mem::take(&mut self.held_tail) {
             self.forwarded += 1;
             self.forwarded_bytes += datagram.len() as u64;
         }
@@ -237,11 +240,10 @@ impl Core {
         if newer {
             self.stop_older_writes(frame.key(), version);
         }
-        if self
+        let verdict = self
             .repair
-            .on_fragment(frame, version.origin, version.hlc, now.mono)
-            == Verdict::Duplicate
-        {
+            .on_fragment(frame, version.origin, version.hlc, now.mono);
+        if verdict == Verdict::Duplicate {
             if let Some(confirm) = superseded {
                 self.write_superseded(confirm);
             }
@@ -271,7 +273,9 @@ impl Core {
                 self.finish_gets(done.waiters, done.value);
             }
         }
-        true
+        // A held tail goes on after the fragments rebuilt before it (`repair`).
+        self.held_tail = verdict == Verdict::Held;
+        !self.held_tail
     }
 
     fn on_tombstone(&mut self, version: Version, frame: &TombstoneFrame<'_>, now: Now) -> bool {
@@ -307,6 +311,7 @@ impl Core {
     /// write of the key goes no further. (`write_superseded` does this for a write waiting for
     /// its confirmation; one confirmed before its last rows went out has none left.)
     fn stop_older_writes(&mut self, key: &[u8], version: Version) {
+        self.repair.drop_older(key, version);
         if !self.puts.is_empty() {
             self.puts
                 .retain(|job| *job.key != *key || job.version >= version);
@@ -352,9 +357,9 @@ impl Core {
         // take far longer than a lap, while the ring starts).
         self.probes_back += 1;
         if self.probes_back >= PROBES_BEFORE_REPAIR {
-            if let (Some(min), Some(last)) = (self.probes.period_min(), self.probes.period_last()) {
+            if let (Some(min), Some(max)) = (self.probes.period_min(), self.probes.period_max()) {
                 if min >= REPAIR_MIN_PERIOD {
-                    self.repair.set_period(min, last);
+                    self.repair.set_period(min, max);
                 } else {
                     self.repair.set_period(Duration::ZERO, Duration::ZERO);
                 }
@@ -460,11 +465,15 @@ impl Core {
         let recheck = self.probes.loop_timeout(self.config.loop_timeout);
         self.records.expire(now.mono, recheck);
         // A version this node drops as it passes is not mended either.
-        let records = &self.records;
+        let (records, puts) = (&self.records, &self.puts);
         self.repair.on_timer(now.mono, |key, version| {
-            records
-                .get(key)
-                .is_some_and(|r| version < r.version || (version == r.version && r.deleted))
+            if obsolete(records, key, version) {
+                Mend::Obsolete
+            } else if puts.iter().any(|job| job.version == version) {
+                Mend::Later
+            } else {
+                Mend::Yes
+            }
         });
     }
 
@@ -903,6 +912,11 @@ impl Core {
     }
 
     /// Datagrams dropped for `reason` so far.
+    /// The repair's figures (also in [`Core::stats`], which costs more).
+    pub fn repair_figures(&self) -> repair::RepairFigures {
+        self.repair.figures()
+    }
+
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped[reason as usize]
     }
@@ -919,6 +933,14 @@ impl Core {
             answers: self.answers.len(),
         }
     }
+}
+
+/// Whether the node drops fragments of `version` of `key` as they pass (deleted, or older than
+/// what it knows of the key): those are not mended, nor sent.
+fn obsolete(records: &Records, key: &[u8], version: Version) -> bool {
+    records
+        .get(key)
+        .is_some_and(|r| version < r.version || (version == r.version && r.deleted))
 }
 
 /// How old a frame's HLC stamp is at `now`, in milliseconds of wall-clock time.
