@@ -15,7 +15,7 @@
 //! - short of its data count: counted unrecoverable.
 //!
 //! Nothing here depends on how long a hop takes: a stalled hop delays a stripe, it does not
-//! reorder it. Only a lost tail needs a clock: the pass is judged after a quiet spell (a quarter
+//! reorder it. Only a lost tail needs a clock: the pass is judged after a quiet spell (an eighth
 //! of the shortest loop period), and every missing fragment, the tail last, is rebuilt then.
 //!
 //! A rebuilt fragment goes back in behind the tail, not where it was lost. Left there, a
@@ -25,8 +25,8 @@
 //! that precedes it, dropping the copy behind the tail when that comes round. The loop
 //! returns to the writer's order.
 //!
-//! A fragment that passes a second time in the same pass, within half the shortest loop period,
-//! is a copy (a network duplicate, or an original that was only late and has been rebuilt
+//! A fragment that passes a second time in the same pass, within half the shortest loop period
+//! of the stripe's last fragment, is a copy (a network duplicate, or an original that was only late and has been rebuilt
 //! meanwhile): the core drops it, so every fragment circulates once. Later than that, it starts
 //! the stripe's next pass.
 //!
@@ -152,6 +152,10 @@ struct Slot {
     key: Box<[u8]>,
     /// Fragments seen in the current pass (or sent by this node in it).
     seen: Marks,
+    /// When each was seen (or sent), in microseconds from `base`.
+    at: Vec<u32>,
+    /// When the slot was made.
+    base: Duration,
     /// Start of the current pass, and when a fragment of it last passed.
     pass_start: Duration,
     last: Duration,
@@ -192,6 +196,17 @@ impl Slot {
     /// Bytes charged while it holds payloads.
     fn payload_cost(&self) -> u64 {
         u64::from(self.shards()) * u64::from(self.geometry.chunk_len)
+    }
+
+    /// Fragment `shard` passes, or is sent, at `now`.
+    fn mark(&mut self, shard: usize, now: Duration) {
+        self.seen.set(shard);
+        self.at[shard] = now.saturating_sub(self.base).as_micros().min(u128::from(u32::MAX)) as u32;
+    }
+
+    /// How long ago fragment `shard` passed (or was sent) in this pass.
+    fn since(&self, shard: usize, now: Duration) -> Duration {
+        now.saturating_sub(self.base + Duration::from_micros(u64::from(self.at[shard])))
     }
 
     fn payload(&self, shard: usize) -> &[u8] {
@@ -283,11 +298,11 @@ impl Repair {
     /// off (what it tracks is forgotten in time).
     ///
     /// A datagram comes round no sooner than the shortest period, so a fragment seen twice
-    /// within half of it is a copy (the window). A stripe whose tail was lost is judged after a
-    /// quarter of it of silence. Fragments to put back are kept for two of the longest.
+    /// within half of it is a copy (the window). A stripe whose tail was lost is judged after an
+    /// eighth of it of silence. Fragments to put back are kept for two of the longest.
     pub fn set_period(&mut self, min: Duration, max: Duration) {
         self.window = min / 2;
-        self.quiet = (min / 4).clamp(QUIET_MIN, QUIET_MAX);
+        self.quiet = (min / 8).clamp(QUIET_MIN, QUIET_MAX);
         self.lap = max.max(min) * 2;
     }
 
@@ -337,6 +352,8 @@ impl Repair {
                 stripe: id.stripe,
                 key: frame.key().into(),
                 seen: Marks::default(),
+                at: vec![0; geometry.shards_in(id.stripe) as usize],
+                base: now,
                 pass_start: now,
                 last: now,
                 open: true,
@@ -354,7 +371,9 @@ impl Repair {
             return Verdict::Forward; // another shape under the same version: not ours to mend
         }
         if slot.seen.get(shard) {
-            if now.saturating_sub(slot.pass_start) < self.window {
+            // Seen in this pass: a copy if it comes within half the shortest lap of its twin
+            // (its next lap comes a lap after it, however long the stripe takes to pass).
+            if slot.since(shard, now) < self.window {
                 self.figures.duplicates += 1;
                 return Verdict::Duplicate;
             }
@@ -362,10 +381,10 @@ impl Repair {
             self.next_pass(id, now);
         }
         let slot = self.slots.get_mut(&id).expect("still tracked");
-        slot.seen.set(shard);
+        slot.mark(shard, now);
         slot.last = now;
         self.copy(id, shard, frame.payload());
-        self.put_back(id, shard);
+        self.put_back(id, shard, now);
         self.push_timer(id, now);
         let slot = self.slots.get_mut(&id).expect("still tracked");
         let tail = slot.tail();
@@ -406,7 +425,12 @@ impl Repair {
             self.close(id);
         }
         let slot = self.slots.get_mut(&id).expect("tracked");
-        slot.seen = sent;
+        slot.seen = Marks::default();
+        for s in 0..slot.shards() as usize {
+            if sent.get(s) {
+                slot.mark(s, now);
+            }
+        }
         slot.copied = Marks::default();
         slot.pass_start = now;
         slot.open = true;
@@ -444,7 +468,7 @@ impl Repair {
     /// Sends the fragments this node put behind the tail last lap whose places come at or
     /// before fragment `shard`: right after it, where the writer had them. The copy behind the
     /// tail is then a copy, dropped when it comes.
-    fn put_back(&mut self, id: StripeId, shard: usize) {
+    fn put_back(&mut self, id: StripeId, shard: usize, now: Duration) {
         loop {
             let slot = self.slots.get_mut(&id).expect("tracked");
             let seen = slot.seen;
@@ -461,7 +485,7 @@ impl Repair {
                 // It came by already in this pass: it was not where this node put it.
                 continue;
             }
-            slot.seen.set(s);
+            slot.mark(s, now);
             self.figures.moved += 1;
             self.copy(id, s, &moved.payload);
             let slot = &self.slots[&id];
@@ -505,15 +529,9 @@ impl Repair {
         {
             return false;
         }
-        // Behind a held tail, a rebuilt fragment beyond the last one that came by is in its
-        // place already. Without one (the tail was lost, and this is a quiet spell after the
-        // last fragment, or the next lap) every rebuilt fragment goes late, and is put back.
+        // Every rebuilt fragment goes out late (behind the tail, or a quiet spell after the
+        // stripe), and is put back in its place next lap.
         let tail = shards - 1;
-        let before = if tail_held {
-            (0..tail).rev().find(|&s| slot.seen.get(s))
-        } else {
-            Some(shards)
-        };
         let mut queue = missing;
         if tail_held {
             queue.push(tail);
@@ -521,9 +539,9 @@ impl Repair {
         for shard in queue {
             let payload = slot.payload(shard).to_vec();
             if !tail_held || shard != tail {
-                slot.seen.set(shard);
+                slot.mark(shard, now);
                 self.figures.repaired += 1;
-                if before.is_some_and(|b| shard < b) {
+                {
                     let moved = Moved {
                         shard: shard as u16,
                         payload: payload.clone(),
@@ -648,7 +666,7 @@ impl Repair {
     /// come, and no fragment waits to be put back.
     fn forget(&mut self, id: StripeId, now: Duration) -> Option<Duration> {
         let slot = self.slots.get_mut(&id).expect("tracked");
-        let copies_until = (slot.pass_start + self.window).max(slot.last + self.quiet);
+        let copies_until = slot.last + self.window;
         let until = if slot.moves.is_empty() {
             copies_until
         } else {
