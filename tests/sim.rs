@@ -26,6 +26,11 @@ const SEEDS_PER_PROFILE: u64 = 48;
 
 /// Seeds that once failed, with what they found.
 const REGRESSION_SEEDS: &[(u64, &str)] = &[
+    (147, "core, Known::RepairChurn: two copies of a fragment half a lap apart"),
+    (8, "core, Known::RepairChurn"),
+    (85, "core, Known::RepairChurn"),
+    (309, "core, Known::RepairChurn: a DELETE starved by rebuilt fragments"),
+    (1000271, "core, Known::RepairChurn: DATA_LOSS for a value whole in the loop"),
     (
         0,
         "simulator: a PUT answered OK because the next PUT of its key was being taken",
@@ -250,14 +255,12 @@ fn assert_whole(report: &sim::SurvivalReport) {
 /// (1232-byte datagrams, 32+8) survive 200 laps whole. The full run, 1,000 values for 10,000
 /// laps: `cargo bench --bench sim -- --survival` (figures in benches/sim.rs).
 #[test]
-#[ignore = "fails on the core of 8d8d900: 142 of 150 read back, 200 fragments doubled (Known::RepairChurn)"]
 fn survival_1pct_reflector() {
     assert_whole(&survive(1, 150, sim::LossSpec::Random(0.01), 200));
 }
 
 /// The same on a ring of 3 nodes (three hops, each node mends what the hop before it lost).
 #[test]
-#[ignore = "fails on the core of 8d8d900: 12 of 150 values lost, 653,691 rebuilt for 32,220 destroyed (Known::RepairChurn)"]
 fn survival_1pct_ring_of_3() {
     assert_whole(&survive(3, 150, sim::LossSpec::Random(0.01), 200));
 }
@@ -313,7 +316,6 @@ fn one_survival() {
 /// 3, one lap of 1 % loss, then a clean loop. Once the few losses are mended (two laps), nothing
 /// may be rebuilt and every fragment must circulate once.
 #[test]
-#[ignore = "fails on the core of 8d8d900: Known::RepairChurn (open)"]
 fn repair_falls_silent_after_one_lossy_lap() {
     for nodes in [1, 3] {
         let spec = sim::survival(

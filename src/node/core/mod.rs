@@ -247,6 +247,9 @@ impl Core {
             if let Some(confirm) = superseded {
                 self.write_superseded(confirm);
             }
+            // A copy goes no further, but a GET here may still lack its bytes (this node sent
+            // its twin itself, from the repair).
+            self.offer_to_gets(frame, version, floor);
             return self.drop_for(DropReason::Duplicate);
         }
         if let Some(record) = floor.and_then(|_| self.records.get_mut(frame.key())) {
@@ -268,11 +271,7 @@ impl Core {
         if is_data && frame.stripe() == 0 && frame.shard() == 0 {
             self.totals.values += 1;
         }
-        if !self.reassembly.is_empty() {
-            if let Some(done) = self.reassembly.offer(frame, version, floor) {
-                self.finish_gets(done.waiters, done.value);
-            }
-        }
+        self.offer_to_gets(frame, version, floor);
         // A held tail goes on after the fragments rebuilt before it (`repair`).
         self.held_tail = verdict == Verdict::Held;
         !self.held_tail
@@ -310,6 +309,15 @@ impl Core {
     /// Version `version` of `key` is known here now: what is left to send of an older local
     /// write of the key goes no further. (`write_superseded` does this for a write waiting for
     /// its confirmation; one confirmed before its last rows went out has none left.)
+    /// Offers a fragment passing (or sent) to the GETs waiting here.
+    fn offer_to_gets(&mut self, frame: &DataFrame<'_>, version: Version, floor: Option<Version>) {
+        if !self.reassembly.is_empty() {
+            if let Some(done) = self.reassembly.offer(frame, version, floor) {
+                self.finish_gets(done.waiters, done.value);
+            }
+        }
+    }
+
     fn stop_older_writes(&mut self, key: &[u8], version: Version) {
         self.repair.drop_older(key, version);
         if !self.puts.is_empty() {
@@ -806,6 +814,20 @@ impl Core {
             return Some(repr.emit(buf));
         }
         if let Some(len) = self.repair.poll_transmit(buf) {
+            // A fragment the repair sends (rebuilt, put back, or held back) is one a GET here
+            // may need, and will not see pass until it comes round again.
+            if !self.reassembly.is_empty() {
+                if let Ok(frame) = Frame::new_checked(&buf[..len]) {
+                    if let Kind::Data(data) | Kind::Parity(data) = frame.kind() {
+                        let version = Version {
+                            hlc: frame.hlc(),
+                            origin: frame.origin(),
+                        };
+                        let floor = self.records.get(data.key()).map(|r| r.version);
+                        self.offer_to_gets(&data, version, floor);
+                    }
+                }
+            }
             return Some(len);
         }
         if let Some(tombstone) = self.tombstones.pop_front() {

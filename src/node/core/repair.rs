@@ -389,16 +389,18 @@ impl Repair {
         let slot = self.slots.get_mut(&id).expect("still tracked");
         let tail = slot.tail();
         if slot.open && slot.seen.get(tail) {
-            // The tail came by, or this node just put it back: the pass is over.
             if slot.seen.count() >= slot.shards() {
+                // Whole (a tail held back goes on now, behind the rest).
                 self.close(id);
-            } else if self.rebuild(id, now, shard == tail) {
-                if shard == tail {
-                    self.figures.tails_held += 1;
-                    return Verdict::Held;
-                }
+            } else if shard == tail && slot.copied.get(tail) && self.rebuild(id, now, true) {
+                // The tail came with fragments missing: they are rebuilt and go now, the tail
+                // behind them.
+                self.figures.tails_held += 1;
+                return Verdict::Held;
             }
-            // Short of its data count: the timer judges it, in case a hop is only late.
+            // Short of the data count when the tail came (the rest may only be late, or come
+            // after the tail from a hop that reordered them), or the tail is one this node put
+            // back: the timer judges the pass a quiet spell after its last fragment.
         }
         Verdict::Forward
     }
