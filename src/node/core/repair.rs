@@ -42,7 +42,6 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use super::clock::Version;
-use super::writes::INTERLEAVE_DEPTH;
 use crate::coding::Coder;
 use crate::wire::{DataFrame, DataRepr, Geometry, MAX_STRIPE_DATA, MAX_STRIPE_PARITY};
 
@@ -137,13 +136,6 @@ pub enum Mend {
 struct Moved {
     shard: u16,
     payload: Vec<u8>,
-    /// When it goes: a gap after the fragment before it passes.
-    due: Option<Duration>,
-    /// The pass it goes in (the next after the one that rebuilt it).
-    pass: u32,
-    /// Not a fragment to put back but one rebuilt (or a held tail) going out now, spread a
-    /// gap apart from the others so that one burst of losses does not take them all.
-    fresh: bool,
 }
 
 impl Moved {
@@ -164,14 +156,9 @@ struct Slot {
     at: Vec<u32>,
     /// When the slot was made.
     base: Duration,
-    /// Start of the current pass, and when a fragment of it last passed (or was sent).
+    /// Start of the current pass, and when a fragment of it last passed.
     pass_start: Duration,
     last: Duration,
-    /// Passes begun since the slot was made.
-    pass: u32,
-    /// The fragment that began the current pass.
-    first: u16,
-
     /// The current pass has not been judged yet.
     open: bool,
     /// Payloads of the current pass, `chunk_len` bytes per fragment (data payloads shorter
@@ -215,18 +202,6 @@ impl Slot {
         self.at[shard] = now.saturating_sub(self.base).as_micros().min(u128::from(u32::MAX)) as u32;
     }
 
-    /// The time between two consecutive fragments of the current pass, from the first and
-    /// the last of those seen (`None` before two).
-    fn measured_gap(&self) -> Option<Duration> {
-        let shards = self.shards() as usize;
-        let lo = (0..shards).find(|&s| self.seen.get(s))?;
-        let hi = (0..shards).rev().find(|&s| self.seen.get(s))?;
-        (hi > lo).then(|| {
-            let span = self.at[hi].saturating_sub(self.at[lo]);
-            Duration::from_micros(u64::from(span)) / (hi - lo) as u32
-        })
-    }
-
     /// How long ago fragment `shard` passed (or was sent) in this pass.
     fn since(&self, shard: usize, now: Duration) -> Duration {
         now.saturating_sub(self.base + Duration::from_micros(u64::from(self.at[shard])))
@@ -236,17 +211,6 @@ impl Slot {
         let payloads = self.payloads.as_deref().unwrap_or_default();
         let len = self.geometry.payload_len(self.stripe, shard as u16);
         payloads.get(shard * self.chunk()..).map_or(&[], |p| &p[..len])
-    }
-}
-
-/// The time between two fragments of a stripe as its writer sends them (see `writes`): a value
-/// of fewer stripes than the interleaving depth has its rows spread over an eighth of the
-/// loop period (`window` is half the shortest), the others go back to back, interleaved.
-fn writer_gap(geometry: &Geometry, window: Duration) -> Duration {
-    if geometry.stripe_count() < u64::from(INTERLEAVE_DEPTH) {
-        window / 4 / geometry.shards_in(0).max(1)
-    } else {
-        Duration::ZERO
     }
 }
 
@@ -390,8 +354,6 @@ impl Repair {
                 base: now,
                 pass_start: now,
                 last: now,
-                pass: 0,
-                first: frame.shard(),
                 open: true,
                 payloads: None,
                 copied: Marks::default(),
@@ -414,13 +376,12 @@ impl Repair {
             }
             // A lap later: the stripe's next pass begins.
             self.next_pass(id, now);
-            self.slots.get_mut(&id).expect("tracked").first = frame.shard();
         }
         let slot = self.slots.get_mut(&id).expect("still tracked");
         slot.mark(shard, now);
         slot.last = now;
         self.copy(id, shard, frame.payload());
-        self.put_back(id, Some(shard), now);
+        self.put_back(id, shard, now);
         self.push_timer(id, now);
         let slot = self.slots.get_mut(&id).expect("still tracked");
         let tail = slot.tail();
@@ -463,7 +424,6 @@ impl Repair {
             self.close(id);
         }
         let slot = self.slots.get_mut(&id).expect("tracked");
-        slot.pass += 1;
         slot.seen = Marks::default();
         for s in 0..slot.shards() as usize {
             if sent.get(s) {
@@ -503,72 +463,29 @@ impl Repair {
         slot.copied.set(shard);
     }
 
-    /// Puts back the fragments this node rebuilt last lap (they went behind the tail, or a
-    /// quiet spell after the stripe): each goes a gap (its writer's spacing) after the
-    /// fragment before it passes, or at once if a later one came first; the copy behind the
-    /// tail is then a copy, dropped when it comes. `arrived`: the fragment that just came.
-    /// Arms the slot's timer for the next one due.
-    fn put_back(&mut self, id: StripeId, arrived: Option<usize>, now: Duration) {
-        let slot = self.slots.get_mut(&id).expect("tracked");
-        if slot.moves.is_empty() {
-            return;
-        }
+    /// Sends the fragments this node put behind the tail last lap whose places come at or
+    /// before fragment `shard`: right after it, where the writer had them. The copy behind the
+    /// tail is then a copy, dropped when it comes.
+    fn put_back(&mut self, id: StripeId, shard: usize, now: Duration) {
         loop {
             let slot = self.slots.get_mut(&id).expect("tracked");
-            // Drop those that came by in this pass (they were not where this node put them),
-            // and schedule those whose place is known now.
-            let (seen, pass) = (slot.seen, slot.pass);
-            let gap = writer_gap(&slot.geometry, self.window);
-            let key_len = slot.key.len();
-            let mut freed = 0;
-            slot.moves.retain(|m| {
-                // (One of a pass that never came is stale: its stripe moved on without it.)
-                let keep = m.fresh
-                    || (m.pass >= pass && !(m.pass == pass && seen.get(usize::from(m.shard))));
-                if !keep {
-                    freed += m.cost(key_len);
-                }
-                keep
-            });
-            self.held -= freed;
-            let slot = self.slots.get_mut(&id).expect("tracked");
-            // The stripe's own clock: where its writer had fragment s, counted from the first
-            // that came in this pass (a narrow value's rows a writer's gap apart; a wide one's
-            // as far apart as its fragments came in this pass).
-            let first = slot.first;
-            let spacing = if gap.is_zero() {
-                slot.measured_gap()
-            } else {
-                Some(gap)
-            };
-            for i in 0..slot.moves.len() {
-                if slot.moves[i].due.is_some() || slot.moves[i].pass != pass {
-                    continue;
-                }
-                let s = slot.moves[i].shard;
-                slot.moves[i].due = match spacing {
-                    _ if s <= first => Some(now),
-                    Some(spacing) => Some(slot.pass_start + spacing * u32::from(s - first)),
-                    None if arrived.is_some_and(|a| a >= usize::from(s)) => Some(now),
-                    None => None,
-                };
-            }
-            let Some(at) = slot
-                .moves
-                .iter()
-                .position(|m| m.due.is_some_and(|due| due <= now))
-            else {
-                break;
+            let seen = slot.seen;
+            let Some(at) = slot.moves.iter().position(|m| {
+                let s = usize::from(m.shard);
+                seen.get(s) || s == 0 || s - 1 <= shard
+            }) else {
+                return;
             };
             let moved = slot.moves.remove(at);
             self.held -= moved.cost(slot.key.len());
             let s = usize::from(moved.shard);
-            if !moved.fresh {
-                slot.mark(s, now);
-                slot.last = now;
-                self.figures.moved += 1;
-                self.copy(id, s, &moved.payload);
+            if seen.get(s) {
+                // It came by already in this pass: it was not where this node put it.
+                continue;
             }
+            slot.mark(s, now);
+            self.figures.moved += 1;
+            self.copy(id, s, &moved.payload);
             let slot = &self.slots[&id];
             let out = Outgoing {
                 id,
@@ -579,10 +496,6 @@ impl Repair {
             };
             self.held += out.cost();
             self.out.push_back(out);
-        }
-        let slot = &self.slots[&id];
-        if let Some(due) = slot.moves.iter().filter_map(|m| m.due).min() {
-            self.arm(id, due);
         }
     }
 
@@ -617,8 +530,6 @@ impl Repair {
         // Every rebuilt fragment goes out late (behind the tail, or a quiet spell after the
         // stripe), and is put back in its place next lap.
         let tail = shards - 1;
-        let gap = writer_gap(&slot.geometry, self.window);
-        let mut sent = 0;
         let mut queue = missing;
         if tail_held {
             queue.push(tail);
@@ -632,29 +543,23 @@ impl Repair {
                     let moved = Moved {
                         shard: shard as u16,
                         payload: payload.clone(),
-                        due: None,
-                        pass: slot.pass + 1,
-                        fresh: false,
                     };
                     self.held += moved.cost(slot.key.len());
                     slot.moves.push(moved);
                 }
             }
-            // The first goes now, the others a gap apart (the tail last).
-            let fresh = Moved {
+            let out = Outgoing {
+                id,
+                key: slot.key.clone(),
+                geometry: slot.geometry,
                 shard: shard as u16,
                 payload,
-                due: Some(now + gap * sent),
-                pass: slot.pass,
-                fresh: true,
             };
-            sent += 1;
-            self.held += fresh.cost(slot.key.len());
-            slot.moves.push(fresh);
+            self.held += out.cost();
+            self.out.push_back(out);
         }
         slot.last = now;
         self.close(id);
-        self.put_back(id, None, now);
         true
     }
 
@@ -673,15 +578,11 @@ impl Repair {
     /// Makes sure the slot of `id` is looked at by `now + quiet` (an open pass is judged a
     /// quiet spell after its last fragment, whatever its slot waited for before).
     fn push_timer(&mut self, id: StripeId, now: Duration) {
-        self.arm(id, now + self.quiet);
-    }
-
-    /// Makes sure the slot of `id` is looked at by `at`.
-    fn arm(&mut self, id: StripeId, at: Duration) {
+        let due = now + self.quiet;
         if let Some(slot) = self.slots.get_mut(&id) {
-            if slot.timer.is_none_or(|t| t > at) {
-                slot.timer = Some(at);
-                self.timers.push(Reverse((at, id)));
+            if slot.timer.is_none_or(|at| at > due) {
+                slot.timer = Some(due);
+                self.timers.push(Reverse((due, id)));
             }
         }
     }
@@ -702,15 +603,18 @@ impl Repair {
                 continue; // stale: a sooner entry replaced it
             }
             slot.timer = None;
-            self.put_back(id, None, now);
-            let slot = &self.slots[&id];
             let next = if slot.open {
                 self.judge_quiet(id, now, &check)
             } else {
                 self.forget(id, now)
             };
             if let Some(at) = next {
-                self.arm(id, at.max(now));
+                let slot = self.slots.get_mut(&id).expect("kept");
+                let at = at.max(now);
+                if slot.timer.is_none_or(|t| t > at) {
+                    slot.timer = Some(at);
+                    self.timers.push(Reverse((at, id)));
+                }
             }
         }
     }
