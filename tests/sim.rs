@@ -28,11 +28,20 @@ const SEEDS_PER_PROFILE: u64 = 48;
 
 /// Seeds that once failed, with what they found.
 const REGRESSION_SEEDS: &[(u64, &str)] = &[
-    (147, "core, Known::RepairChurn: two copies of a fragment half a lap apart"),
+    (
+        147,
+        "core, Known::RepairChurn: two copies of a fragment half a lap apart",
+    ),
     (8, "core, Known::RepairChurn"),
     (85, "core, Known::RepairChurn"),
-    (309, "core, Known::RepairChurn: a DELETE starved by rebuilt fragments"),
-    (1000271, "core, Known::RepairChurn: DATA_LOSS for a value whole in the loop"),
+    (
+        309,
+        "core, Known::RepairChurn: a DELETE starved by rebuilt fragments",
+    ),
+    (
+        1000271,
+        "core, Known::RepairChurn: DATA_LOSS for a value whole in the loop",
+    ),
     (
         0,
         "simulator: a PUT answered OK because the next PUT of its key was being taken",

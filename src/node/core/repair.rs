@@ -199,7 +199,10 @@ impl Slot {
     /// Fragment `shard` passes, or is sent, at `now`.
     fn mark(&mut self, shard: usize, now: Duration) {
         self.seen.set(shard);
-        self.at[shard] = now.saturating_sub(self.base).as_micros().min(u128::from(u32::MAX)) as u32;
+        self.at[shard] = now
+            .saturating_sub(self.base)
+            .as_micros()
+            .min(u128::from(u32::MAX)) as u32;
     }
 
     /// How long ago fragment `shard` passed (or was sent) in this pass.
@@ -210,7 +213,9 @@ impl Slot {
     fn payload(&self, shard: usize) -> &[u8] {
         let payloads = self.payloads.as_deref().unwrap_or_default();
         let len = self.geometry.payload_len(self.stripe, shard as u16);
-        payloads.get(shard * self.chunk()..).map_or(&[], |p| &p[..len])
+        payloads
+            .get(shard * self.chunk()..)
+            .map_or(&[], |p| &p[..len])
     }
 }
 
@@ -238,7 +243,8 @@ impl Outgoing {
 pub struct RepairFigures {
     /// Fragments rebuilt and sent on.
     pub repaired: u64,
-    /// Stripe passes with fewer fragments than their data count: not rebuildable here.
+    /// Stripe passes over with fewer fragments than their data count (counted when the stripe
+    /// comes round again, or is forgotten): not rebuildable here.
     pub unrecoverable: u64,
     /// Stripe passes not tracked for want of room.
     pub untracked: u64,
@@ -410,7 +416,6 @@ impl Repair {
         let mut sent = Marks::default();
         if slot.open {
             let before = slot.seen;
-            let no_room = slot.no_room;
             if self.rebuild(id, now, false) {
                 let slot = &self.slots[&id];
                 for s in 0..slot.shards() as usize {
@@ -418,11 +423,10 @@ impl Repair {
                         sent.set(s);
                     }
                 }
-            } else if !no_room {
-                self.figures.unrecoverable += 1;
             }
             self.close(id);
         }
+        self.count_if_short(id);
         let slot = self.slots.get_mut(&id).expect("tracked");
         slot.seen = Marks::default();
         for s in 0..slot.shards() as usize {
@@ -563,6 +567,16 @@ impl Repair {
         true
     }
 
+    /// The pass of `id` is over (its stripe comes round again, or is forgotten): if fewer than
+    /// its data count of fragments came in it, or were rebuilt, it is counted unrecoverable
+    /// (unless it went untracked for want of room).
+    fn count_if_short(&mut self, id: StripeId) {
+        let slot = &self.slots[&id];
+        if slot.seen.count() < slot.data() && !slot.no_room {
+            self.figures.unrecoverable += 1;
+        }
+    }
+
     /// The current pass of `id` is judged: its payloads are released.
     fn close(&mut self, id: StripeId) {
         let slot = self.slots.get_mut(&id).expect("tracked");
@@ -653,9 +667,8 @@ impl Repair {
             // its tail among the first of them); it stays open while its fragments come.
             return Some(slot.last + self.window);
         }
-        if !slot.no_room {
-            self.figures.unrecoverable += 1;
-        }
+        // Given up on: what comes later is forwarded as it is, and counted with the pass
+        // (`count_if_short`) when the stripe comes round again or is forgotten.
         self.close(id);
         Some(now)
     }
@@ -673,6 +686,7 @@ impl Repair {
         if until > now {
             return Some(until);
         }
+        self.count_if_short(id);
         let slot = self.slots.remove(&id).expect("tracked");
         let key = slot.key.len();
         self.held -= slot_cost(key);

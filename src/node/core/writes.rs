@@ -149,7 +149,8 @@ impl PutJob {
                     self.rows += 1;
                     // On schedule; a late one catches up at twice the pace, never with its
                     // rows back to back (a burst of losses would take a run of each stripe).
-                    self.ready_at = (started + self.spacing * self.rows).max(now + self.spacing / 2);
+                    self.ready_at =
+                        (started + self.spacing * self.rows).max(now + self.spacing / 2);
                     if self.ready_at > now {
                         return Emit::Wait(self.ready_at);
                     }
