@@ -50,7 +50,7 @@ use crate::wire::{
 /// Foreign probes older than this (or ten of our loop periods) are dropped.
 const PROBE_MAX_AGE: Duration = Duration::from_secs(60);
 /// Probes back before the shortest period is trusted for repair.
-const PROBES_BEFORE_REPAIR: u64 = 8;
+const PROBES_BEFORE_REPAIR: u64 = 32;
 /// In a loop shorter than this (a ring with no delay, where the period is the nodes' own
 /// queueing) the probes' period is no bound on a datagram's lap, so a copy cannot be told from
 /// the next lap: the node does not mend stripes there (parity still lets GETs read past a loss).
@@ -934,6 +934,12 @@ impl Core {
     }
 
     /// Datagrams dropped for `reason` so far.
+    /// Whether the node mends its loop now (see `PROBES_BEFORE_REPAIR` and
+    /// `REPAIR_MIN_PERIOD`).
+    pub fn repair_active(&self) -> bool {
+        self.repair.active()
+    }
+
     /// The repair's figures (also in [`Core::stats`], which costs more).
     pub fn repair_figures(&self) -> repair::RepairFigures {
         self.repair.figures()

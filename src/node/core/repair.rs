@@ -12,7 +12,8 @@
 //!   fragments (byte for byte: same header, same payload), sends them on, and then the tail,
 //!   which it held back for the purpose. The stripe leaves the node whole, in the same lap, and
 //!   its tail is still its last fragment; the nodes downstream see nothing missing;
-//! - short of its data count: counted unrecoverable.
+//! - short of its data count: waited for while its fragments come (a stripe can pass in parts),
+//!   then counted unrecoverable once the pass is over.
 //!
 //! Nothing here depends on how long a hop takes: a stalled hop delays a stripe, it does not
 //! reorder it. Only a lost tail needs a clock: the pass is judged after a quiet spell (an eighth
@@ -26,9 +27,9 @@
 //! returns to the writer's order.
 //!
 //! A fragment that passes a second time in the same pass, within half the shortest loop period
-//! of the stripe's last fragment, is a copy (a network duplicate, or an original that was only late and has been rebuilt
-//! meanwhile): the core drops it, so every fragment circulates once. Later than that, it starts
-//! the stripe's next pass.
+//! of its twin, is a copy (a network duplicate, or an original that was only late and has been
+//! rebuilt meanwhile): the core drops it, so every fragment circulates once. Later than that,
+//! it starts the stripe's next pass.
 //!
 //! Nothing is held beyond the stripes passing now and the fragments being put back, and never
 //! more bytes than the budget (`--max-repair`): a stripe that finds no room passes untracked
@@ -308,6 +309,11 @@ impl Repair {
         self.window = min / 2;
         self.quiet = (min / 8).clamp(QUIET_MIN, QUIET_MAX);
         self.lap = max.max(min) * 2;
+    }
+
+    /// Whether it mends stripes (it knows the loop's period).
+    pub fn active(&self) -> bool {
+        !self.window.is_zero()
     }
 
     /// The figures so far.

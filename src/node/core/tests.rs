@@ -690,14 +690,14 @@ fn a_stall_shorter_than_the_quiet_spell_rebuilds_nothing() {
     let v: Vec<u8> = (0..3000u32).map(|i| (i * 13) as u8).collect();
     assert!(matches!(l.put("k", &v), Answer::Done));
     l.run(LAP * 2);
-    // The hop stalls for 2 ms (the quiet spell is a quarter of the 10 ms lap) in the middle of
-    // the stripe: everything after that point comes 2 ms late, in order.
+    // The hop stalls for 1 ms (the quiet spell is an eighth of the 10 ms lap) in the middle of
+    // the stripe: everything after that point comes 1 ms late, in order.
     let mut times: Vec<Duration> = l.flight.iter().map(|(at, _)| *at).collect();
     times.sort();
     let cut = times[times.len() / 2];
     for (at, _) in &mut l.flight {
         if *at >= cut {
-            *at += Duration::from_millis(2);
+            *at += Duration::from_millis(1);
         }
     }
     l.run(LAP * 3);
