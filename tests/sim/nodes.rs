@@ -34,14 +34,8 @@ impl World {
         let now = self.now_of(n);
         let refused_before = self.trace.then(|| self.reassembly_refused(n));
         let duplicates_before = self.nodes[n].core.dropped(DropReason::Duplicate);
-        let tails_before = self.nodes[n].core.repair_figures().tails_held;
         let keep = self.nodes[n].core.on_datagram(&d.bytes, now);
         let duplicate = self.nodes[n].core.dropped(DropReason::Duplicate) > duplicates_before;
-        // A tail held back goes on from the repair queue, after what was rebuilt before it.
-        let held = self.nodes[n].core.repair_figures().tails_held > tails_before;
-        if held && (keep || !matches!(d.meta, Meta::Data { .. })) {
-            self.fail(format!("node {n} held back {:?} (keep={keep})", d.meta));
-        }
         if refused_before.is_some_and(|before| self.reassembly_refused(n) > before) {
             self.trace(|| format!("node {n}: no room to reassemble {:?}", d.meta));
         }
@@ -75,10 +69,7 @@ impl World {
                     let w = write as usize;
                     let ver = self.writes[w].version.expect("sent data has a version");
                     self.nodes[n].see(key, ver);
-                    if held {
-                        self.nodes[n].held_tails.push((ver, pos));
-                    }
-                    if keep || held {
+                    if keep {
                         if self.writes[w].node == n {
                             self.writes[w].mark_returned(pos);
                         }
@@ -114,10 +105,8 @@ impl World {
             }
         }
         self.after_input(n);
-        if keep || held {
-            self.summary.forwarded += 1;
-        }
         if keep {
+            self.summary.forwarded += 1;
             self.send(n, d);
         }
         self.transmit(n);

@@ -88,11 +88,7 @@ pub enum Known {
     /// loop, whose node rebuilt fragments of it while the GET waited), and at the end (a
     /// request never answered, postponed by more rebuilt fragments than the network ever
     /// destroyed).
-    /// Fixed in 15f28fc and b1533a0: a pass ends when its tail (last parity fragment) passes,
-    /// held back behind what is rebuilt; only a lost tail waits for a quiet spell (an eighth of
-    /// the shortest lap); every rebuilt fragment is put back in its place a lap later by the
-    /// node that rebuilt it, which drops the late copy; a copy is told from the next lap by the
-    /// time since its twin. Seeds 147, 8, 85, 309 and 1000271 are regression cases.
+    /// Open.
     RepairChurn,
     /// A fragment missing from its stripe's pass is never rebuilt, though the rest of the
     /// stripe passes every lap: `judge` hands the coder the payloads the slot holds, and a slot
@@ -121,12 +117,13 @@ impl Known {
 
     /// Whether the bug is fixed: then every run fails on its symptom.
     pub fn fixed(self) -> bool {
-        !matches!(self, Known::NoRoomAsLoss)
+        !matches!(self, Known::RepairChurn | Known::NoRoomAsLoss)
     }
 
     /// Seeds that show the symptom of an open bug (the `open_bugs` test runs them).
     pub fn seeds(self) -> &'static [u64] {
         match self {
+            Known::RepairChurn => &[147, 8, 85, 309, 1000271],
             Known::NoRoomAsLoss => &[152, 97, 377],
             _ => &[],
         }

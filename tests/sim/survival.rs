@@ -89,11 +89,7 @@ impl World {
                 let pending = writes
                     .iter()
                     .any(|&w| !self.writes[w].resolved || !self.writes[w].fully_sent());
-                // The loss starts once every node mends its loop (after `PROBES_BEFORE_REPAIR`
-                // probes have measured it), as in the scenario: values written on a
-                // loop whose nodes are up and running.
-                let mending = (0..self.nodes.len()).all(|n| self.nodes[n].core.repair_active());
-                if pending || !mending {
+                if pending {
                     return self.push(poll, Ev::Client);
                 }
                 let mut report = SurvivalReport::default();

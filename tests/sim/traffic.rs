@@ -66,10 +66,7 @@ impl World {
                         frame.frame_type()
                     ));
                 };
-                match self.tail_resent(n, ver, &d, &bytes) {
-                    Some(meta) => meta,
-                    None => self.repair_sent(n, ver, &d, &bytes),
-                }
+                self.repair_sent(n, ver, &d, &bytes)
             }
             Kind::Probe(_) => {
                 let now = self.now;
@@ -257,28 +254,6 @@ impl World {
     /// A fragment node `n` rebuilt and sent: it must be byte for byte the fragment its origin
     /// sent (or would send: parity a node rebuilds may pass its origin's own copy), of a write
     /// whose node has sent something. Returns its meta.
-    /// A frame from node `n`'s repair queue that is a tail it held back (`arrive`): the same
-    /// datagram going on, byte for byte. `None` if it is not one.
-    fn tail_resent(&mut self, n: usize, ver: Ver, d: &DataFrame<'_>, bytes: &[u8]) -> Option<Meta> {
-        let &w = self.by_version.get(&ver)?;
-        let (stripe, shard) = (d.stripe(), d.shard());
-        if !self.writes[w].valid(stripe, shard) {
-            return None;
-        }
-        let pos = self.writes[w].pos(stripe, shard);
-        let at = self.nodes[n]
-            .held_tails
-            .iter()
-            .position(|&(v, p)| v == ver && p == pos)?;
-        self.nodes[n].held_tails.remove(at);
-        self.check_fragment(n, w, stripe, shard, bytes, "held back");
-        Some(Meta::Data {
-            key: self.writes[w].key,
-            write: w as u32,
-            pos,
-        })
-    }
-
     fn repair_sent(&mut self, n: usize, ver: Ver, d: &DataFrame<'_>, bytes: &[u8]) -> Meta {
         let Some(&w) = self.by_version.get(&ver) else {
             self.fail(format!(

@@ -160,9 +160,6 @@ pub(super) struct SimNode {
     pub(super) corrupted_in: u64,
     /// Fragments it rebuilt and sent.
     pub(super) repairs_sent: u64,
-    /// Tails it held back to send after the fragments it rebuilt (version, write, position):
-    /// the next of these its repair queue sends is that datagram going on, not a new copy.
-    pub(super) held_tails: Vec<(Ver, u32)>,
 }
 
 impl SimNode {
@@ -271,7 +268,6 @@ impl World {
                     gets_started: 0,
                     corrupted_in: 0,
                     repairs_sent: 0,
-                    held_tails: Vec::new(),
                 }
             })
             .collect();

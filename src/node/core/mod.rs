@@ -40,7 +40,7 @@ use self::probes::Probes;
 pub use self::probes::Totals;
 use self::reassembly::{Progress, Reassembly};
 use self::records::{Confirm, Records};
-use self::repair::{Mend, Repair, Verdict};
+use self::repair::{Repair, Verdict};
 use self::writes::{Emit, PutJob};
 use crate::coding::Coder;
 use crate::wire::{
@@ -78,8 +78,6 @@ pub struct Core {
     records: Records,
     reassembly: Reassembly,
     repair: Repair,
-    /// The last fragment taken was a tail the repair holds back (see `on_datagram`).
-    held_tail: bool,
     /// Computes the parity of writes being sent.
     coder: Coder,
     gets: BTreeMap<RequestId, GetWait>,
@@ -110,7 +108,6 @@ impl Core {
             records: Records::new(limits.max_records),
             reassembly: Reassembly::new(limits.max_value_size, limits.max_reassembly),
             repair: Repair::new(limits.max_repair),
-            held_tail: false,
             coder: Coder::new(),
             gets: BTreeMap::new(),
             parked: VecDeque::new(),
@@ -151,7 +148,7 @@ impl Core {
     #[inline]
     pub fn on_datagram(&mut self, datagram: &[u8], now: Now) -> bool {
         let keep = self.keep(datagram, now);
-        if keep || std::mem::take(&mut self.held_tail) {
+        if keep {
             self.forwarded += 1;
             self.forwarded_bytes += datagram.len() as u64;
         }
@@ -240,16 +237,14 @@ impl Core {
         if newer {
             self.stop_older_writes(frame.key(), version);
         }
-        let verdict = self
+        if self
             .repair
-            .on_fragment(frame, version.origin, version.hlc, now.mono);
-        if verdict == Verdict::Duplicate {
+            .on_fragment(frame, version.origin, version.hlc, now.mono)
+            == Verdict::Duplicate
+        {
             if let Some(confirm) = superseded {
                 self.write_superseded(confirm);
             }
-            // A copy goes no further, but a GET here may still lack its bytes (this node sent
-            // its twin itself, from the repair).
-            self.offer_to_gets(frame, version, floor);
             return self.drop_for(DropReason::Duplicate);
         }
         if let Some(record) = floor.and_then(|_| self.records.get_mut(frame.key())) {
@@ -271,10 +266,12 @@ impl Core {
         if is_data && frame.stripe() == 0 && frame.shard() == 0 {
             self.totals.values += 1;
         }
-        self.offer_to_gets(frame, version, floor);
-        // A held tail goes on after the fragments rebuilt before it (`repair`).
-        self.held_tail = verdict == Verdict::Held;
-        !self.held_tail
+        if !self.reassembly.is_empty() {
+            if let Some(done) = self.reassembly.offer(frame, version, floor) {
+                self.finish_gets(done.waiters, done.value);
+            }
+        }
+        true
     }
 
     fn on_tombstone(&mut self, version: Version, frame: &TombstoneFrame<'_>, now: Now) -> bool {
@@ -309,17 +306,7 @@ impl Core {
     /// Version `version` of `key` is known here now: what is left to send of an older local
     /// write of the key goes no further. (`write_superseded` does this for a write waiting for
     /// its confirmation; one confirmed before its last rows went out has none left.)
-    /// Offers a fragment passing (or sent) to the GETs waiting here.
-    fn offer_to_gets(&mut self, frame: &DataFrame<'_>, version: Version, floor: Option<Version>) {
-        if !self.reassembly.is_empty() {
-            if let Some(done) = self.reassembly.offer(frame, version, floor) {
-                self.finish_gets(done.waiters, done.value);
-            }
-        }
-    }
-
     fn stop_older_writes(&mut self, key: &[u8], version: Version) {
-        self.repair.drop_older(key, version);
         if !self.puts.is_empty() {
             self.puts
                 .retain(|job| *job.key != *key || job.version >= version);
@@ -365,9 +352,9 @@ impl Core {
         // take far longer than a lap, while the ring starts).
         self.probes_back += 1;
         if self.probes_back >= PROBES_BEFORE_REPAIR {
-            if let (Some(min), Some(max)) = (self.probes.period_min(), self.probes.period_max()) {
+            if let (Some(min), Some(last)) = (self.probes.period_min(), self.probes.period_last()) {
                 if min >= REPAIR_MIN_PERIOD {
-                    self.repair.set_period(min, max);
+                    self.repair.set_period(min, last);
                 } else {
                     self.repair.set_period(Duration::ZERO, Duration::ZERO);
                 }
@@ -473,15 +460,11 @@ impl Core {
         let recheck = self.probes.loop_timeout(self.config.loop_timeout);
         self.records.expire(now.mono, recheck);
         // A version this node drops as it passes is not mended either.
-        let (records, puts) = (&self.records, &self.puts);
+        let records = &self.records;
         self.repair.on_timer(now.mono, |key, version| {
-            if obsolete(records, key, version) {
-                Mend::Obsolete
-            } else if puts.iter().any(|job| job.version == version) {
-                Mend::Later
-            } else {
-                Mend::Yes
-            }
+            records
+                .get(key)
+                .is_some_and(|r| version < r.version || (version == r.version && r.deleted))
         });
     }
 
@@ -814,20 +797,6 @@ impl Core {
             return Some(repr.emit(buf));
         }
         if let Some(len) = self.repair.poll_transmit(buf) {
-            // A fragment the repair sends (rebuilt, put back, or held back) is one a GET here
-            // may need, and will not see pass until it comes round again.
-            if !self.reassembly.is_empty() {
-                if let Ok(frame) = Frame::new_checked(&buf[..len]) {
-                    if let Kind::Data(data) | Kind::Parity(data) = frame.kind() {
-                        let version = Version {
-                            hlc: frame.hlc(),
-                            origin: frame.origin(),
-                        };
-                        let floor = self.records.get(data.key()).map(|r| r.version);
-                        self.offer_to_gets(&data, version, floor);
-                    }
-                }
-            }
             return Some(len);
         }
         if let Some(tombstone) = self.tombstones.pop_front() {
@@ -934,17 +903,6 @@ impl Core {
     }
 
     /// Datagrams dropped for `reason` so far.
-    /// Whether the node mends its loop now (see `PROBES_BEFORE_REPAIR` and
-    /// `REPAIR_MIN_PERIOD`).
-    pub fn repair_active(&self) -> bool {
-        self.repair.active()
-    }
-
-    /// The repair's figures (also in [`Core::stats`], which costs more).
-    pub fn repair_figures(&self) -> repair::RepairFigures {
-        self.repair.figures()
-    }
-
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped[reason as usize]
     }
@@ -961,14 +919,6 @@ impl Core {
             answers: self.answers.len(),
         }
     }
-}
-
-/// Whether the node drops fragments of `version` of `key` as they pass (deleted, or older than
-/// what it knows of the key): those are not mended, nor sent.
-fn obsolete(records: &Records, key: &[u8], version: Version) -> bool {
-    records
-        .get(key)
-        .is_some_and(|r| version < r.version || (version == r.version && r.deleted))
 }
 
 /// How old a frame's HLC stamp is at `now`, in milliseconds of wall-clock time.

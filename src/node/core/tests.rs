@@ -616,12 +616,7 @@ fn a_get_reads_a_value_whose_stripes_each_lost_up_to_their_parity() {
     );
     for (i, frame) in frames.iter().enumerate() {
         if i % 5 != 0 {
-            // A stripe's tail is held back to go after its rebuilt fragments (`repair`).
-            let tail = match Frame::new_checked(&frame[..]).unwrap().kind() {
-                Kind::Parity(f) => u32::from(f.shard()) + 1 == g.shards_in(f.stripe()),
-                _ => false,
-            };
-            assert!(l.core.on_datagram(frame, l.now) || tail);
+            assert!(l.core.on_datagram(frame, l.now));
         }
     }
     while let Some(answer) = l.core.poll_answer() {
@@ -633,114 +628,4 @@ fn a_get_reads_a_value_whose_stripes_each_lost_up_to_their_parity() {
         .position(|(a, _)| *a == id)
         .expect("answered at once");
     assert_eq!(value(l.answers.remove(at).1), v);
-}
-
-/// `(stripe, shard)` of a DATA or PARITY frame.
-fn position(d: &[u8]) -> Option<(u32, u16)> {
-    match Frame::new_checked(d).ok()?.kind() {
-        Kind::Data(f) | Kind::Parity(f) => Some((f.stripe(), f.shard())),
-        _ => None,
-    }
-}
-
-#[test]
-fn a_short_stripe_leaves_whole_with_its_tail_last() {
-    let mut l = Loop::new(limits());
-    // Another node's one-stripe value (1 data + 8 parity) passes with shard 3 missing: when the
-    // tail comes, the node holds it back, rebuilds shard 3, and sends it, then the tail.
-    let v = b"short and sweet".to_vec();
-    let g = written(v.len());
-    let frames = wire::tests::frames_of(b"f", &v, clock::stamp(l.now.unix_ms), g);
-    let tail = frames.len() - 1;
-    for (i, frame) in frames.iter().enumerate() {
-        if i == 3 {
-            continue;
-        }
-        let forwarded = l.core.on_datagram(frame, l.now);
-        assert_eq!(
-            forwarded,
-            i != tail,
-            "only the tail is held back (shard {i})"
-        );
-    }
-    let mut buf = vec![0; MAX_DATAGRAM];
-    let mut sent = Vec::new();
-    while let Some(len) = l.core.poll_transmit(&mut buf, l.now) {
-        sent.push(buf[..len].to_vec());
-    }
-    let sent: Vec<(u32, u16)> = sent.iter().filter_map(|d| position(d)).collect();
-    assert_eq!(
-        sent,
-        [(0, 3), (0, tail as u16)],
-        "the rebuilt shard, then the tail"
-    );
-    let stats = l.core.stats(l.now, IoFigures::default());
-    assert_eq!(stats.repair.repaired, 1);
-    assert_eq!(stats.repair.tails_held, 1);
-    assert_eq!(
-        stats.forwarded,
-        frames.len() as u64 - 1,
-        "the held tail counts as forwarded"
-    );
-}
-
-#[test]
-fn a_stall_shorter_than_the_quiet_spell_rebuilds_nothing() {
-    let mut l = Loop::new(limits());
-    let v: Vec<u8> = (0..3000u32).map(|i| (i * 13) as u8).collect();
-    assert!(matches!(l.put("k", &v), Answer::Done));
-    l.run(LAP * 2);
-    // The hop stalls for 1 ms (the quiet spell is an eighth of the 10 ms lap) in the middle of
-    // the stripe: everything after that point comes 1 ms late, in order.
-    let mut times: Vec<Duration> = l.flight.iter().map(|(at, _)| *at).collect();
-    times.sort();
-    let cut = times[times.len() / 2];
-    for (at, _) in &mut l.flight {
-        if *at >= cut {
-            *at += Duration::from_millis(1);
-        }
-    }
-    l.run(LAP * 3);
-    let stats = l.core.stats(l.now, IoFigures::default());
-    assert_eq!(stats.repair.repaired, 0, "{:?}", stats.repair);
-    assert_eq!(l.core.dropped(DropReason::Duplicate), 0);
-    let census = census(&l);
-    assert_eq!(census.len() as u64, written(v.len()).datagram_count());
-    assert!(census.values().all(|&n| n == 1));
-    assert_eq!(value(l.get("k")), v);
-}
-
-#[test]
-fn a_rebuilt_fragment_goes_back_to_its_place_a_lap_later() {
-    let mut l = Loop::new(limits());
-    let v = vec![5u8; 3000];
-    assert!(matches!(l.put("k", &v), Answer::Done));
-    l.run(LAP * 2);
-    let order = |l: &Loop| {
-        let mut flight = l.flight.clone();
-        flight.sort_by_key(|(at, _)| *at);
-        flight
-            .iter()
-            .filter_map(|(_, d)| position(d))
-            .collect::<Vec<_>>()
-    };
-    let before = order(&l);
-    // Lose shard 2 once: the node rebuilds it behind the stripe's tail, and puts it back after
-    // shard 1 on the next lap, dropping the copy behind the tail.
-    let at = l
-        .flight
-        .iter()
-        .position(|(_, d)| position(d) == Some((0, 2)))
-        .unwrap();
-    l.flight.remove(at);
-    l.run(LAP);
-    let after_one = order(&l);
-    assert_ne!(after_one, before, "rebuilt behind the tail");
-    assert!(after_one.contains(&(0, 2)));
-    l.run(LAP * 2);
-    assert_eq!(order(&l), before, "back in the writer's order");
-    let stats = l.core.stats(l.now, IoFigures::default());
-    assert_eq!(stats.repair.repaired, 1);
-    assert_eq!(stats.repair.moved, 1);
-    assert_eq!(l.core.dropped(DropReason::Duplicate), 1);
 }

@@ -51,8 +51,7 @@ pub struct PutJob {
     /// The current row may not start before this time.
     ready_at: Duration,
     /// When the first row went, and rows started since: row `r` is due at
-    /// `started + r * spacing`, or half a spacing after the row before if that is later: a late
-    /// wake-up catches up at twice the pace instead of stretching the spread.
+    /// `started + r * spacing`, so a late wake-up catches up instead of stretching the spread.
     started: Option<Duration>,
     rows: u32,
 }
@@ -147,10 +146,7 @@ impl PutJob {
                 self.offset = 0;
                 if !self.spacing.is_zero() {
                     self.rows += 1;
-                    // On schedule; a late one catches up at twice the pace, never with its
-                    // rows back to back (a burst of losses would take a run of each stripe).
-                    self.ready_at =
-                        (started + self.spacing * self.rows).max(now + self.spacing / 2);
+                    self.ready_at = started + self.spacing * self.rows;
                     if self.ready_at > now {
                         return Emit::Wait(self.ready_at);
                     }
@@ -297,8 +293,7 @@ mod tests {
         assert_eq!(rows.len(), 11);
         assert!(rows.iter().all(|&n| n == 3), "{rows:?}");
         assert_eq!(job.waits_until(now), None);
-        // A late caller catches up at twice the pace: at 5.5 ms row 0 ends, row 1 goes half a
-        // spacing later, and so on until it is on schedule again.
+        // A late caller catches up: rows already due go at once.
         let mut job = PutJob::new(
             1,
             b"k".to_vec().into(),
@@ -317,11 +312,6 @@ mod tests {
         while let Emit::Frame(_) = job.emit(&mut buf, 7, &mut coder, late) {
             sent += 1;
         }
-        assert_eq!(sent, 3, "row 0 ends, no more");
-        assert_eq!(
-            job.waits_until(late),
-            Some(late + Duration::from_micros(500)),
-            "the next row half a spacing later"
-        );
+        assert_eq!(sent, 6 * 3, "rows 0 to 5 are due 5.5 ms in");
     }
 }
