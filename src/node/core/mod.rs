@@ -352,12 +352,13 @@ impl Core {
         // take far longer than a lap, while the ring starts).
         self.probes_back += 1;
         if self.probes_back >= PROBES_BEFORE_REPAIR {
-            if let (Some(min), Some(last)) = (self.probes.period_min(), self.probes.period_last()) {
-                if min >= REPAIR_MIN_PERIOD {
-                    self.repair.set_period(min, last);
+            if let Some(min) = self.probes.period_min() {
+                let trusted = if min >= REPAIR_MIN_PERIOD {
+                    min
                 } else {
-                    self.repair.set_period(Duration::ZERO, Duration::ZERO);
-                }
+                    Duration::ZERO
+                };
+                self.repair.set_period(trusted);
             }
         }
         self.check_confirmations(seq, now);

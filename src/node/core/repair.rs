@@ -205,17 +205,16 @@ impl Repair {
         }
     }
 
-    /// Tells the loop's shortest period so far and its last one.
+    /// Tells the loop's shortest period so far (zero turns the repair off).
     ///
     /// A copy of a fragment must arrive within half the shortest period of the original (the
     /// window), and a stripe is judged after a quarter of it of silence (long enough for the
     /// stalls of a busy machine): a stripe that passes in less than an eighth of the period
     /// (writers spread a narrow value's rows over an eighth, see `writes`) has its rebuilt
     /// copies and any late original within the window.
-    pub fn set_period(&mut self, min: Duration, last: Duration) {
+    pub fn set_period(&mut self, min: Duration) {
         self.window = min / 2;
         self.quiet = (min / 4).clamp(QUIET_MIN, QUIET_MAX);
-        let _ = last;
     }
 
     /// The figures so far.
@@ -492,9 +491,6 @@ fn judge(
     let held = slot.copied.iter().filter(|&&c| c).count() as u32;
     if slot.payloads.is_none() || held < slot.data() {
         // Counted if the pass ends so (`end_pass`); more of it may still come.
-        return 0;
-    }
-    if slot.payloads.is_none() {
         return 0;
     }
     let missing = u64::from(slot.shards() - slot.present);
