@@ -79,12 +79,14 @@ fn write_seeds() {
         geometry,
         stripe: 1,
         shard: 0,
+        lap: 0,
         key: b"key",
         payload: b"6789",
     };
     write("frame", "data", &emit(data.buffer_len(), &|b| data.emit(b)));
     let parity = DataRepr {
         shard: 1,
+        lap: 0,
         payload: b"parity",
         ..data
     };

@@ -45,6 +45,7 @@ fn forge_data(
         geometry,
         stripe: u32::try_from(fragment_index / 32).expect("fits the wire"),
         shard: (fragment_index % 32) as u16,
+        lap: 0,
         key,
         payload: &payload,
     };

@@ -92,6 +92,25 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
         "core, Known::NotRebuilt, fixed in 8d8d900: a fragment whose payload the slot held from \
          a pass before was never rebuilt",
     ),
+    (147, "core, Known::RepairChurn, fixed by laps: two copies half a lap apart"),
+    (8, "core, Known::RepairChurn, fixed by laps"),
+    (85, "core, Known::RepairChurn, fixed by laps"),
+    (309, "core, Known::RepairChurn, fixed by laps: churn took a slow node's send rate"),
+    (
+        1000271,
+        "core, Known::RepairChurn, fixed by laps: a GET missed what its node rebuilt",
+    ),
+    (
+        2982,
+        "core, Known::RebuiltObsolete: a rebuilt fragment of an overwritten version sent \
+         (fixed: Repair::drop_older)",
+    ),
+    (5384, "core, Known::RebuiltObsolete: as 2982"),
+    (
+        372,
+        "core, laps: a rebuilt fragment of a deleted version skipped at sending, misread as \
+         repair",
+    ),
 ];
 
 #[test]
@@ -250,14 +269,12 @@ fn assert_whole(report: &sim::SurvivalReport) {
 /// (1232-byte datagrams, 32+8) survive 200 laps whole. The full run, 1,000 values for 10,000
 /// laps: `cargo bench --bench sim -- --survival` (figures in benches/sim.rs).
 #[test]
-#[ignore = "fails on the core of 8d8d900: 142 of 150 read back, 200 fragments doubled (Known::RepairChurn)"]
 fn survival_1pct_reflector() {
     assert_whole(&survive(1, 150, sim::LossSpec::Random(0.01), 200));
 }
 
 /// The same on a ring of 3 nodes (three hops, each node mends what the hop before it lost).
 #[test]
-#[ignore = "fails on the core of 8d8d900: 12 of 150 values lost, 653,691 rebuilt for 32,220 destroyed (Known::RepairChurn)"]
 fn survival_1pct_ring_of_3() {
     assert_whole(&survive(3, 150, sim::LossSpec::Random(0.01), 200));
 }
@@ -278,8 +295,8 @@ fn survival_5pct_bursts() {
 }
 
 /// `SIM_SURVIVAL="nodes values laps loss% [burst]" cargo test --release --test sim -- --ignored
-/// one_survival --nocapture`: one survival run (seed 1, values of 100 B to 200 KB), for trying
-/// scales and rates.
+/// one_survival --nocapture`: one survival run (seed 1, or `SIM_SEED`; values of 100 B to
+/// 200 KB), for trying scales and rates.
 #[test]
 #[ignore]
 fn one_survival() {
@@ -295,7 +312,8 @@ fn one_survival() {
         },
         None => sim::LossSpec::Random(f[3] / 100.0),
     };
-    let spec = sim::survival(1, f[0] as usize, f[1] as usize, loss, f[2] as u64);
+    let seed = std::env::var("SIM_SEED").map_or(1, |s| s.parse().expect("a seed"));
+    let spec = sim::survival(seed, f[0] as usize, f[1] as usize, loss, f[2] as u64);
     let start = std::time::Instant::now();
     let report = sim::run_survival(&spec, false)
         .survival
@@ -313,7 +331,6 @@ fn one_survival() {
 /// 3, one lap of 1 % loss, then a clean loop. Once the few losses are mended (two laps), nothing
 /// may be rebuilt and every fragment must circulate once.
 #[test]
-#[ignore = "fails on the core of 8d8d900: Known::RepairChurn (open)"]
 fn repair_falls_silent_after_one_lossy_lap() {
     for nodes in [1, 3] {
         let spec = sim::survival(

@@ -383,6 +383,7 @@ fn garbage_datagrams_are_dropped_and_counted() {
             },
             stripe: 0,
             shard: 0,
+            lap: 0,
             key: b"x",
             payload: b"abc",
         };

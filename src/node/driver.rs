@@ -129,7 +129,7 @@ impl Driver {
     fn on_batch(&mut self, mut batch: Box<Batch>) {
         let now = self.now();
         for i in 0..batch.len() {
-            if !self.core.on_datagram(batch.datagram(i), now) {
+            if !self.core.on_datagram(batch.datagram_mut(i), now) {
                 batch.discard(i);
             }
         }

@@ -76,6 +76,13 @@ impl Batch {
         &self.data[start..start + self.lens[i]]
     }
 
+    /// The bytes of datagram `i` (`i < len()`), to change in place.
+    pub fn datagram_mut(&mut self, i: usize) -> &mut [u8] {
+        assert!(i < self.count, "datagram {i} of a batch of {}", self.count);
+        let start = i * self.slot_size;
+        &mut self.data[start..start + self.lens[i]]
+    }
+
     /// Where datagram `i` came from, for a received datagram.
     pub fn peer(&self, i: usize) -> Option<SocketAddr> {
         assert!(i < self.count, "peer {i} of a batch of {}", self.count);

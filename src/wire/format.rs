@@ -49,7 +49,9 @@ pub(super) mod field {
     pub const STRIPE_DATA: Range<usize> = 48..50;
     pub const STRIPE_PARITY: Range<usize> = 50..52;
     pub const DATA_KEY_LEN: Range<usize> = 52..54;
-    pub const DATA_RESERVED: Range<usize> = 54..56;
+    /// The lap (u8), then its check byte: the two bytes the checksum does not cover.
+    pub const DATA_LAP: usize = 54;
+    pub const DATA_LAP_CHECK: usize = 55;
 
     // TOMBSTONE.
     pub const TOMBSTONE_KEY_LEN: Range<usize> = 32..34;
@@ -261,16 +263,46 @@ pub fn max_chunk_len(max_datagram: usize, key_len: usize) -> usize {
     room & !1
 }
 
-/// CRC32C (Castagnoli) of a datagram with its checksum field (bytes 8..12) taken as zero.
-/// Works on any length, without copying; a buffer shorter than 12 bytes has only the part
-/// of the checksum field that it holds taken as zero.
+/// CRC32C (Castagnoli) of a datagram with its checksum field (bytes 8..12) taken as zero, and,
+/// in a DATA or PARITY frame (type byte 1 or 4), its lap and lap check (bytes 54..56) too: they
+/// change at every hop, and have a check of their own ([`lap_check`]). Works on any length,
+/// without copying; a buffer that ends inside one of those fields has the part of it that it
+/// holds taken as zero.
 pub fn compute_checksum(datagram: &[u8]) -> u32 {
-    let head = datagram.len().min(field::CHECKSUM.start);
-    let mut crc = crc32c::crc32c_append(0, &datagram[..head]);
-    let zeros = datagram.len().min(field::CHECKSUM.end) - head;
-    crc = crc32c::crc32c_append(crc, &[0; 4][..zeros]);
-    if datagram.len() > field::CHECKSUM.end {
-        crc = crc32c::crc32c_append(crc, &datagram[field::CHECKSUM.end..]);
+    let lap_hole = matches!(
+        datagram.get(field::TYPE).copied().and_then(FrameType::from_code),
+        Some(FrameType::Data | FrameType::Parity)
+    );
+    let holes: &[Range<usize>] = if lap_hole {
+        &[field::CHECKSUM, field::DATA_LAP..field::DATA_LAP_CHECK + 1]
+    } else {
+        &[field::CHECKSUM]
+    };
+    let len = datagram.len();
+    let mut crc = 0;
+    let mut at = 0;
+    for hole in holes {
+        let start = hole.start.min(len);
+        let end = hole.end.min(len);
+        crc = crc32c::crc32c_append(crc, &datagram[at..start]);
+        crc = crc32c::crc32c_append(crc, &[0; 4][..end - start]);
+        at = end;
     }
-    crc
+    crc32c::crc32c_append(crc, &datagram[at..])
+}
+
+/// The check byte of a lap: its bits in reverse order. A change to either byte alone, or to
+/// both but not alike, no longer matches; lap 0 has check 0.
+pub fn lap_check(lap: u8) -> u8 {
+    lap.reverse_bits()
+}
+
+/// Writes `lap` and its check into a DATA or PARITY frame, in place: what a node does to every
+/// fragment it sends on. The checksum does not cover them, so it stays valid.
+///
+/// # Panics
+/// If `frame` is shorter than a DATA header.
+pub fn write_lap(frame: &mut [u8], lap: u8) {
+    frame[field::DATA_LAP] = lap;
+    frame[field::DATA_LAP_CHECK] = lap_check(lap);
 }

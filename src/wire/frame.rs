@@ -8,7 +8,7 @@
 use core::ops::Range;
 
 use super::format::{
-    compute_checksum, field, Error, FrameType, Geometry, DATA_HEADER_LEN, FORMAT_VERSION,
+    compute_checksum, field, lap_check, Error, FrameType, Geometry, DATA_HEADER_LEN, FORMAT_VERSION,
     HEADER_LEN, MAGIC, MAX_KEY_LEN, PROBE_LEN, TAG_LEN, TOMBSTONE_HEADER_LEN,
 };
 
@@ -58,7 +58,8 @@ impl<T: AsRef<[u8]>> Frame<T> {
     /// common header (`Truncated`), magic (`BadMagic`), version (`UnsupportedVersion`), type
     /// (`UnknownType`), then the type's own fields (`Malformed`) and length (`Truncated` if the
     /// buffer is shorter than the frame they describe, `Malformed` if longer), and the checksum
-    /// (`BadChecksum`) last. Flags and reserved fields are not looked at.
+    /// (`BadChecksum`) and the lap's check byte (`BadChecksum` too) last. Flags and reserved
+    /// fields are not looked at.
     pub fn new_checked(buffer: T) -> Result<Frame<T>, Error> {
         let frame_type = check(buffer.as_ref())?;
         Ok(Frame { buffer, frame_type })
@@ -189,6 +190,13 @@ impl<'a> DataFrame<'a> {
         &self.buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]
     }
 
+    /// Laps the fragment has made (hops through nodes since its writer sent it, modulo 256):
+    /// every fragment of a stripe that passes a node in one lap carries the same lap, and the
+    /// next lap's one more (a node per hop in a ring). It tells a copy from the next lap.
+    pub fn lap(&self) -> u8 {
+        self.buf[field::DATA_LAP]
+    }
+
     /// The payload: everything after the key (and before the tag of a sealed frame).
     pub fn payload(&self) -> &'a [u8] {
         let len = usize::from(read_u16(self.buf, field::DATA_KEY_LEN));
@@ -263,6 +271,11 @@ fn check(buf: &[u8]) -> Result<FrameType, Error> {
         return Err(Error::Malformed);
     }
     if read_u32(buf, field::CHECKSUM) != compute_checksum(buf) {
+        return Err(Error::BadChecksum);
+    }
+    if matches!(frame_type, FrameType::Data | FrameType::Parity)
+        && buf[field::DATA_LAP_CHECK] != lap_check(buf[field::DATA_LAP])
+    {
         return Err(Error::BadChecksum);
     }
     Ok(frame_type)

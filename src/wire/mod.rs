@@ -18,7 +18,7 @@ mod repr;
 pub(crate) mod tests;
 
 pub use format::{
-    chunk, compute_checksum, fragment_count, interleaved, max_chunk_len, Error, FrameType,
+    chunk, compute_checksum, fragment_count, interleaved, lap_check, max_chunk_len, write_lap, Error, FrameType,
     Geometry, DATA_HEADER_LEN, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_KEY_LEN, MAX_STRIPE_DATA,
     MAX_STRIPE_PARITY, PROBE_LEN, TAG_LEN, TOMBSTONE_HEADER_LEN,
 };

@@ -5,7 +5,7 @@
 //! keeps the fields consistent (see each `Repr`), or receivers reject the frame.
 
 use super::format::{
-    compute_checksum, field, FrameType, Geometry, DATA_HEADER_LEN, FORMAT_VERSION, MAGIC,
+    compute_checksum, field, lap_check, FrameType, Geometry, DATA_HEADER_LEN, FORMAT_VERSION, MAGIC,
     PROBE_LEN, TOMBSTONE_HEADER_LEN,
 };
 
@@ -52,6 +52,9 @@ pub struct DataRepr<'a> {
     pub geometry: Geometry,
     pub stripe: u32,
     pub shard: u16,
+    /// Laps the fragment has made: 0 from its writer; a node sends on what it forwards or
+    /// rebuilds with the lap it came with plus one.
+    pub lap: u8,
     pub key: &'a [u8],
     pub payload: &'a [u8],
 }
@@ -84,7 +87,8 @@ impl DataRepr<'_> {
         buf[field::STRIPE_DATA].copy_from_slice(&g.data.to_be_bytes());
         buf[field::STRIPE_PARITY].copy_from_slice(&g.parity.to_be_bytes());
         buf[field::DATA_KEY_LEN].copy_from_slice(&wire_key_len(self.key));
-        buf[field::DATA_RESERVED].copy_from_slice(&[0, 0]);
+        buf[field::DATA_LAP] = self.lap;
+        buf[field::DATA_LAP_CHECK] = lap_check(self.lap);
         let payload_start = DATA_HEADER_LEN + self.key.len();
         buf[DATA_HEADER_LEN..payload_start].copy_from_slice(self.key);
         buf[payload_start..].copy_from_slice(self.payload);

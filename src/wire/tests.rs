@@ -54,6 +54,7 @@ pub(crate) fn frames_of(key: &[u8], value: &[u8], hlc: u64, geometry: Geometry) 
                 geometry,
                 stripe,
                 shard: shard as u16,
+                lap: 0,
                 key,
                 payload,
             };
@@ -294,6 +295,7 @@ fn shard_frame(stripe: u32, shard: u16, payload_len: usize) -> Vec<u8> {
         geometry: FEC,
         stripe,
         shard,
+        lap: 0,
         key: b"fec",
         payload: &[0x5A; 400][..payload_len],
     };
@@ -565,8 +567,8 @@ fn flipped_bits_fail_the_checksum() {
     let value = value_of(40);
     let buf = data_frame(b"the-key", &value, 100);
     check(&buf).unwrap();
-    // Fields that only the checksum guards: flags, checksum, origin, hlc, reserved bytes,
-    // key, payload.
+    // Fields that only the checksum guards: flags, checksum, origin, hlc, the lap and its
+    // check (guarded by each other), key, payload.
     let positions = [6, 7, 8, 11, 12, 19, 20, 27, 54, 55, 56, 62, 63, 80, 102];
     assert_eq!(buf.len(), 103);
     for at in positions {
@@ -596,7 +598,6 @@ fn flipped_bits_fail_the_checksum() {
 fn reserved_and_flags_ignored() {
     let mut buf = data_frame(b"k", b"v", 10);
     buf[6..8].copy_from_slice(&0xBEEFu16.to_be_bytes());
-    buf[54..56].copy_from_slice(&[0xAB, 0xCD]);
     refresh(&mut buf);
     let frame = Frame::new_checked(&buf[..]).unwrap();
     assert_eq!(frame.flags(), 0xBEEF);
@@ -607,6 +608,33 @@ fn reserved_and_flags_ignored() {
     buf[34..36].copy_from_slice(&[1, 2]);
     refresh(&mut buf);
     assert_eq!(Frame::new_checked(&buf[..]).unwrap().flags(), 0x8000);
+}
+
+#[test]
+fn the_lap_changes_without_touching_the_checksum() {
+    let buf = data_frame(b"the-key", &value_of(40), 100);
+    assert_eq!(data(&Frame::new_checked(&buf[..]).unwrap()).lap(), 0);
+    assert_eq!(&buf[54..56], &[0, 0]);
+    for lap in [1u8, 2, 0x7f, 0x80, 0xA5, 0xff] {
+        let mut moved = buf.clone();
+        write_lap(&mut moved, lap);
+        let frame = Frame::new_checked(&moved[..]).unwrap();
+        assert_eq!(data(&frame).lap(), lap);
+        assert_eq!(frame.checksum(), compute_checksum(&buf), "lap {lap}");
+        assert_eq!(moved[55], lap.reverse_bits());
+        // Either byte changed alone is caught.
+        for at in [54, 55] {
+            for bit in 0..8 {
+                let mut bad = moved.clone();
+                bad[at] ^= 1 << bit;
+                assert_eq!(check(&bad), Err(Error::BadChecksum), "lap {lap} byte {at}");
+            }
+        }
+    }
+    // Only DATA and PARITY have a lap: in a TOMBSTONE those bytes are the key's, covered.
+    let mut bad = tombstone_frame(b"a-key-long-enough-to-reach-byte-54");
+    bad[54] ^= 1;
+    assert_eq!(check(&bad), Err(Error::BadChecksum));
 }
 
 #[test]
@@ -674,6 +702,7 @@ fn rejects_inconsistent_data_headers() {
             geometry,
             stripe,
             shard,
+            lap: 0,
             key: b"k",
             payload: &payload[..payload_len],
         };
@@ -788,6 +817,7 @@ fn known_vector() {
         },
         stripe: 0,
         shard: 0,
+        lap: 0,
         key: b"foo",
         payload: b"hi",
     };

@@ -114,7 +114,7 @@ pub fn core(data: &[u8]) {
             4 => {
                 let len = usize::from(script.byte().unwrap_or(0)) * 2;
                 let raw = script.take(len);
-                core.on_datagram(raw, now);
+                core.on_datagram(&mut raw.to_vec(), now);
             }
             5 => {
                 // Forge: a frame from the loop with one byte changed and a valid checksum.
@@ -129,7 +129,7 @@ pub fn core(data: &[u8]) {
                     let crc = wire::compute_checksum(&forged);
                     forged[8..12].copy_from_slice(&crc.to_be_bytes());
                 }
-                core.on_datagram(&forged, now);
+                core.on_datagram(&mut forged, now);
             }
             6 => {
                 // Lose one datagram of the loop.
@@ -149,8 +149,8 @@ pub fn core(data: &[u8]) {
         let (due, later): (Vec<_>, Vec<_>) =
             in_flight.drain(..).partition(|(at, _)| *at <= now.mono);
         in_flight = later;
-        for (_, datagram) in due {
-            if core.on_datagram(&datagram, now) {
+        for (_, mut datagram) in due {
+            if core.on_datagram(&mut datagram, now) {
                 in_flight.push((now.mono + LOOP_DELAY, datagram));
             }
         }

@@ -30,19 +30,23 @@ impl World {
     }
 
     /// A datagram reaches node `n`.
-    pub(super) fn arrive(&mut self, n: usize, d: Datagram) {
+    pub(super) fn arrive(&mut self, n: usize, mut d: Datagram) {
         let now = self.now_of(n);
         let refused_before = self.trace.then(|| self.reassembly_refused(n));
         let duplicates_before = self.nodes[n].core.dropped(DropReason::Duplicate);
-        let keep = self.nodes[n].core.on_datagram(&d.bytes, now);
+        let keep = self.nodes[n].core.on_datagram(&mut d.bytes, now);
         let duplicate = self.nodes[n].core.dropped(DropReason::Duplicate) > duplicates_before;
         if refused_before.is_some_and(|before| self.reassembly_refused(n) > before) {
             self.trace(|| format!("node {n}: no room to reassemble {:?}", d.meta));
         }
         self.trace(|| {
             format!(
-                "node {n} receives {:?}{} keep={keep}{}",
+                "node {n} receives {:?}{}{} keep={keep}{}",
                 d.meta,
+                match (d.meta, d.bytes.get(54)) {
+                    (Meta::Data { .. }, Some(lap)) => format!(" lap {lap}"),
+                    _ => String::new(),
+                },
                 if d.corrupted { " (corrupted)" } else { "" },
                 if duplicate { " (a copy)" } else { "" }
             )

@@ -109,7 +109,11 @@ impl World {
         self.summary.sent += 1;
         self.trace(|| {
             let what = if repair { "rebuilt " } else { "" };
-            format!("node {n} sends {what}{meta:?} {ver:?}")
+            let lap = match (meta, bytes.get(54)) {
+                (Meta::Data { .. }, Some(lap)) => format!(" lap {lap}"),
+                _ => String::new(),
+            };
+            format!("node {n} sends {what}{meta:?}{lap} {ver:?}")
         });
         self.send(
             n,
@@ -339,6 +343,8 @@ impl World {
             geometry: g,
             stripe,
             shard,
+            // The lap is the one thing a node changes in a fragment (one more at every node).
+            lap: bytes.get(54).copied().unwrap_or(0),
             key: &self.sc.workload.keys[write.key as usize],
             payload,
         };

@@ -49,14 +49,18 @@ use crate::wire::{
 
 /// Foreign probes older than this (or ten of our loop periods) are dropped.
 const PROBE_MAX_AGE: Duration = Duration::from_secs(60);
-/// Probes back before the shortest period is trusted for repair.
-const PROBES_BEFORE_REPAIR: u64 = 32;
-/// In a loop shorter than this (a ring with no delay, where the period is the nodes' own
-/// queueing) the probes' period is no bound on a datagram's lap, so a copy cannot be told from
-/// the next lap: the node does not mend stripes there (parity still lets GETs read past a loss).
-const REPAIR_MIN_PERIOD: Duration = Duration::from_millis(5);
 /// Tombstones older than this are dropped even if their origin never takes them back.
 const TOMBSTONE_MAX_AGE_MS: u64 = 10 * 60 * 1000;
+
+/// What becomes of a received datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Drop,
+    /// Forwarded as it came.
+    Forward,
+    /// A fragment forwarded as one of the pass of this lap (it goes with one more).
+    Lap(u8),
+}
 
 struct GetWait {
     key: Box<[u8]>,
@@ -89,8 +93,6 @@ pub struct Core {
     tombstones: VecDeque<TombstoneOut>,
     answers: VecDeque<(RequestId, Answer)>,
     probes: Probes,
-    /// Our probes that came back so far.
-    probes_back: u64,
     totals: Totals,
     forwarded: u64,
     forwarded_bytes: u64,
@@ -116,7 +118,6 @@ impl Core {
             tombstones: VecDeque::new(),
             answers: VecDeque::new(),
             probes: Probes::new(now.mono),
-            probes_back: 0,
             totals: Totals::default(),
             forwarded: 0,
             forwarded_bytes: 0,
@@ -143,11 +144,17 @@ impl Core {
 
     // ----- datagrams -------------------------------------------------------------------------
 
-    /// Decides the fate of one received datagram: true to forward it unchanged. The hot path:
-    /// no allocation, no copy (but into a value a GET waits for).
+    /// Decides the fate of one received datagram: true to forward it, as it is now. The core
+    /// changes one thing in it: the lap of a DATA or PARITY fragment, one more at every node
+    /// (`wire::write_lap`, two bytes the checksum does not cover). The hot path: no
+    /// allocation, no copy (but into a value a GET waits for).
     #[inline]
-    pub fn on_datagram(&mut self, datagram: &[u8], now: Now) -> bool {
-        let keep = self.keep(datagram, now);
+    pub fn on_datagram(&mut self, datagram: &mut [u8], now: Now) -> bool {
+        let fate = self.keep(datagram, now);
+        if let Fate::Lap(lap) = fate {
+            wire::write_lap(datagram, lap.wrapping_add(1));
+        }
+        let keep = fate != Fate::Drop;
         if keep {
             self.forwarded += 1;
             self.forwarded_bytes += datagram.len() as u64;
@@ -155,12 +162,12 @@ impl Core {
         keep
     }
 
-    fn drop_for(&mut self, reason: DropReason) -> bool {
+    fn drop_for(&mut self, reason: DropReason) -> Fate {
         self.dropped[reason as usize] += 1;
-        false
+        Fate::Drop
     }
 
-    fn keep(&mut self, datagram: &[u8], now: Now) -> bool {
+    fn keep(&mut self, datagram: &[u8], now: Now) -> Fate {
         let frame = match Frame::new_checked(datagram) {
             Ok(frame) => frame,
             Err(error) => return self.drop_for(error.into()),
@@ -182,7 +189,7 @@ impl Core {
                     if age_ms(frame.hlc(), now) > self.probe_max_age_ms() {
                         return self.drop_for(DropReason::Stale);
                     }
-                    return true;
+                    return Fate::Forward;
                 }
                 if let Some(seq) = self
                     .probes
@@ -190,9 +197,15 @@ impl Core {
                 {
                     self.on_probe_back(seq, now);
                 }
-                false
+                Fate::Drop
             }
-            Kind::Tombstone(tombstone) => self.on_tombstone(version, &tombstone, now),
+            Kind::Tombstone(tombstone) => {
+                if self.on_tombstone(version, &tombstone, now) {
+                    Fate::Forward
+                } else {
+                    Fate::Drop
+                }
+            }
             Kind::Data(data) => self.on_data(version, &data, true, datagram.len(), now),
             Kind::Parity(data) => self.on_data(version, &data, false, datagram.len(), now),
         }
@@ -205,7 +218,7 @@ impl Core {
         is_data: bool,
         len: usize,
         now: Now,
-    ) -> bool {
+    ) -> Fate {
         let mut floor = None;
         let mut superseded = None;
         let mut confirmed = None;
@@ -237,16 +250,25 @@ impl Core {
         if newer {
             self.stop_older_writes(frame.key(), version);
         }
-        if self
+        let lap = match self
             .repair
             .on_fragment(frame, version.origin, version.hlc, now.mono)
-            == Verdict::Duplicate
         {
-            if let Some(confirm) = superseded {
-                self.write_superseded(confirm);
+            Verdict::Forward(lap) => lap,
+            Verdict::Duplicate => {
+                if let Some(confirm) = superseded {
+                    self.write_superseded(confirm);
+                }
+                // A copy is dropped, but its bytes are the fragment's: a GET waiting here may
+                // not have had the one the node sent in its place (a rebuilt or moved one).
+                if !self.reassembly.is_empty() {
+                    if let Some(done) = self.reassembly.offer(frame, version, floor) {
+                        self.finish_gets(done.waiters, done.value);
+                    }
+                }
+                return self.drop_for(DropReason::Duplicate);
             }
-            return self.drop_for(DropReason::Duplicate);
-        }
+        };
         if let Some(record) = floor.and_then(|_| self.records.get_mut(frame.key())) {
             if let Some(confirm) = record.confirm.as_mut() {
                 if confirm.mark(frame.stripe(), frame.shard()) {
@@ -271,7 +293,7 @@ impl Core {
                 self.finish_gets(done.waiters, done.value);
             }
         }
-        true
+        Fate::Lap(lap)
     }
 
     fn on_tombstone(&mut self, version: Version, frame: &TombstoneFrame<'_>, now: Now) -> bool {
@@ -280,7 +302,8 @@ impl Core {
             return false;
         }
         if age_ms(version.hlc, now) > TOMBSTONE_MAX_AGE_MS {
-            return self.drop_for(DropReason::Stale);
+            self.drop_for(DropReason::Stale);
+            return false;
         }
         let expires = now.mono + self.probes.retention(self.config.loop_timeout);
         self.stop_older_writes(frame.key(), version);
@@ -304,9 +327,11 @@ impl Core {
     }
 
     /// Version `version` of `key` is known here now: what is left to send of an older local
-    /// write of the key goes no further. (`write_superseded` does this for a write waiting for
+    /// write of the key, or of fragments of an older version rebuilt here, goes no further.
+    /// (`write_superseded` does this for a write waiting for
     /// its confirmation; one confirmed before its last rows went out has none left.)
     fn stop_older_writes(&mut self, key: &[u8], version: Version) {
+        self.repair.drop_older(key, version);
         if !self.puts.is_empty() {
             self.puts
                 .retain(|job| *job.key != *key || job.version >= version);
@@ -347,19 +372,9 @@ impl Core {
 
     /// Our probe `seq` came back: every datagram sent before it had a full lap to pass.
     fn on_probe_back(&mut self, seq: u64, now: Now) {
-        // The shortest period bounds how soon a datagram can come round again, which tells a
-        // copy from the next lap: only once a few probes have measured it (the first ones may
-        // take far longer than a lap, while the ring starts).
-        self.probes_back += 1;
-        if self.probes_back >= PROBES_BEFORE_REPAIR {
-            if let Some(min) = self.probes.period_min() {
-                let trusted = if min >= REPAIR_MIN_PERIOD {
-                    min
-                } else {
-                    Duration::ZERO
-                };
-                self.repair.set_period(trusted);
-            }
+        // The shortest period sets how long the repair waits for a stripe, and remembers it.
+        if let (Some(min), Some(max)) = (self.probes.period_min(), self.probes.period_max()) {
+            self.repair.set_period(min, max);
         }
         self.check_confirmations(seq, now);
         for command in std::mem::take(&mut self.parked) {
@@ -462,11 +477,8 @@ impl Core {
         self.records.expire(now.mono, recheck);
         // A version this node drops as it passes is not mended either.
         let records = &self.records;
-        self.repair.on_timer(now.mono, |key, version| {
-            records
-                .get(key)
-                .is_some_and(|r| version < r.version || (version == r.version && r.deleted))
-        });
+        self.repair
+            .on_timer(now.mono, |key, version| records.obsolete(key, version));
     }
 
     /// The latest time at which [`Core::on_timer`] or [`Core::poll_transmit`] has work to do.
@@ -778,7 +790,7 @@ impl Core {
     pub fn wants_transmit(&self, now: Now) -> bool {
         !self.tombstones.is_empty()
             || self.puts.iter().any(|job| job.ready(now.mono))
-            || self.repair.wants_transmit()
+            || self.repair.wants_transmit(now.mono)
             || self.probes.due(now.mono)
     }
 
@@ -797,8 +809,10 @@ impl Core {
             self.probes.sent(now.mono, self.totals);
             return Some(repr.emit(buf));
         }
-        if let Some(len) = self.repair.poll_transmit(buf) {
-            return Some(len);
+        if self.repair.wants_transmit(now.mono) {
+            if let Some(len) = self.repair.poll_transmit(buf, now.mono) {
+                return Some(len);
+            }
         }
         if let Some(tombstone) = self.tombstones.pop_front() {
             let repr = TombstoneRepr {

@@ -142,6 +142,13 @@ impl Records {
         self.map.get(key)
     }
 
+    /// Whether version `version` of `key` is one this node knows to be deleted or overwritten
+    /// (it drops such fragments as they pass).
+    pub fn obsolete(&self, key: &[u8], version: Version) -> bool {
+        self.get(key)
+            .is_some_and(|r| version < r.version || (version == r.version && r.deleted))
+    }
+
     /// The record of `key`, to change.
     #[inline]
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Record> {

@@ -78,11 +78,11 @@ impl Loop {
             let (due, later): (Vec<_>, Vec<_>) =
                 self.flight.drain(..).partition(|(at, _)| *at <= now.mono);
             self.flight = later;
-            for (_, d) in due {
+            for (_, mut d) in due {
                 if self.lose.as_mut().is_some_and(|lose| lose(&d)) {
                     continue;
                 }
-                if self.core.on_datagram(&d, now) {
+                if self.core.on_datagram(&mut d, now) {
                     self.flight.push((now.mono + LAP, d));
                 }
             }
@@ -143,6 +143,7 @@ fn whole_value(origin: u64, hlc: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
         geometry: plain(value.len() as u64, 100),
         stripe: 0,
         shard: 0,
+        lap: 0,
         key,
         payload: value,
     })
@@ -219,11 +220,12 @@ fn a_forged_fragment_of_a_write_being_confirmed_is_dropped() {
         },
         stripe: 3000,
         shard: 39,
+        lap: 0,
         key: b"k",
         payload: &[0; 10],
     };
     let buf = emit(&forged);
-    assert!(!l.core.on_datagram(&buf, l.now));
+    assert!(!l.core.on_datagram(&mut buf.clone(), l.now));
     assert_eq!(l.core.dropped(DropReason::Inconsistent), 1);
     l.run(LAP * 3);
     assert!(l
@@ -342,11 +344,12 @@ fn a_get_whose_value_finds_no_room_says_so() {
         geometry: plain(900, 100),
         stripe: 0,
         shard: 0,
+        lap: 0,
         key: b"j",
         payload: &[6; 100],
     };
     let buf = emit(&first);
-    assert!(l.core.on_datagram(&buf, l.now));
+    assert!(l.core.on_datagram(&mut buf.clone(), l.now));
     assert_eq!(
         l.core.usage().reassembly,
         reassembly::cost(&plain(900, 100))
@@ -385,7 +388,7 @@ fn a_key_stamped_by_a_clock_far_ahead_refuses_writes_with_a_reason() {
     let buf = whole_value(99, ahead, b"k", b"x");
     assert!(matches!(l.put("k", b"ours"), Answer::Done));
     assert!(
-        l.core.on_datagram(&buf, l.now),
+        l.core.on_datagram(&mut buf.clone(), l.now),
         "a newer version from elsewhere"
     );
     let f = failed(l.put("k", b"again"));
@@ -433,7 +436,7 @@ fn a_broken_loop_fails_what_waits_and_heals() {
 fn a_deletion_heard_from_elsewhere_does_not_hide_a_newer_write() {
     let mut l = Loop::new(limits());
     let data = whole_value(99, clock::stamp(l.now.unix_ms + 5), b"k", b"new");
-    assert!(l.core.on_datagram(&data, l.now));
+    assert!(l.core.on_datagram(&mut data.clone(), l.now));
     l.flight.push((l.now.mono + LAP, data));
     let tombstone = wire::TombstoneRepr {
         origin: 98,
@@ -442,7 +445,7 @@ fn a_deletion_heard_from_elsewhere_does_not_hide_a_newer_write() {
     };
     let mut buf = vec![0; tombstone.buffer_len()];
     tombstone.emit(&mut buf);
-    assert!(l.core.on_datagram(&buf, l.now));
+    assert!(l.core.on_datagram(&mut buf.clone(), l.now));
     assert_eq!(value(l.get("k")), b"new");
 }
 
@@ -568,7 +571,7 @@ fn a_delayed_fragment_that_was_also_rebuilt_leaves_one_copy() {
         stats.repair, stats.dropped
     );
     assert!(
-        !l.core.on_datagram(&datagram, l.now),
+        !l.core.on_datagram(&mut datagram.clone(), l.now),
         "the late original is a copy"
     );
     assert_eq!(l.core.dropped(DropReason::Duplicate), 1);
@@ -616,7 +619,7 @@ fn a_get_reads_a_value_whose_stripes_each_lost_up_to_their_parity() {
     );
     for (i, frame) in frames.iter().enumerate() {
         if i % 5 != 0 {
-            assert!(l.core.on_datagram(frame, l.now));
+            assert!(l.core.on_datagram(&mut frame.clone(), l.now));
         }
     }
     while let Some(answer) = l.core.poll_answer() {

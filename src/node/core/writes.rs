@@ -179,6 +179,7 @@ impl PutJob {
                 geometry: g,
                 stripe,
                 shard,
+                lap: 0,
                 key: &self.key,
                 payload,
             };
