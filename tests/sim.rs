@@ -105,7 +105,6 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
         "core, Known::RebuiltObsolete: a rebuilt fragment of an overwritten version sent \
          (fixed: Repair::drop_older)",
     ),
-    (5384, "core, Known::RebuiltObsolete: as 2982"),
     (
         372,
         "core, laps: a rebuilt fragment of a deleted version skipped at sending, misread as \

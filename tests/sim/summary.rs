@@ -58,7 +58,13 @@ pub enum Known {
     /// out, is deleted by DELETE #58 at 640.3 ms; node 3 drops shards 7 and 8 (rebuilt by node
     /// 2) as deleted at 658.17 ms and sends a rebuilt shard 7 at 658.35 ms. Fixed (repair.rs:
     /// `Repair::on_timer` does not judge a stripe of a version the core's records say is
-    /// obsolete). Checked with the one-lap rule, for rebuilt datagrams.
+    /// obsolete). Checked with the one-lap rule, for rebuilt datagrams. Open again for one case:
+    /// a node that holds no record of the key (it neither wrote nor deleted it) cannot tell that
+    /// a newer version passed, so a fragment it rebuilt of the older one, waiting to be sent
+    /// into its place (`Repair::drop_older` forgets those the records make obsolete), still goes
+    /// out; the writer of the newer version drops it as it passes, within a lap of being sent.
+    /// Seed 5384 (bursty, ring of 3): a rebuilt fragment of write #149 of k5 goes out at 959.731
+    /// ms, 12.6 ms after a newer version passed that node.
     RebuiltObsolete,
     /// Repair churn: a fragment a node rebuilds goes out when its stripe's pass is judged, a
     /// `quiet` time after the rest of its stripe (repair.rs: a quarter of the shortest lap, at
@@ -119,13 +125,14 @@ impl Known {
 
     /// Whether the bug is fixed: then every run fails on its symptom.
     pub fn fixed(self) -> bool {
-        !matches!(self, Known::NoRoomAsLoss)
+        !matches!(self, Known::NoRoomAsLoss | Known::RebuiltObsolete)
     }
 
     /// Seeds that show the symptom of an open bug (the `open_bugs` test runs them).
     pub fn seeds(self) -> &'static [u64] {
         match self {
             Known::NoRoomAsLoss => &[97],
+            Known::RebuiltObsolete => &[5384],
             _ => &[],
         }
     }

@@ -194,6 +194,9 @@ struct Rebuilt {
     shard: u16,
     /// The lap of the pass it belongs to (it goes out with one more).
     lap: u8,
+    /// Sent into its place in a pass that is still to come: checked at sending (its copy may
+    /// have passed meanwhile). Otherwise already counted in its pass.
+    placed: bool,
     payload: Vec<u8>,
 }
 
@@ -388,7 +391,8 @@ impl Repair {
                 // out behind the last one's.
                 slot.until = slot.until.max(now + slot.lag + self.quiet);
             }
-            for (rebuilt, offset) in late {
+            for (mut rebuilt, offset) in late {
+                rebuilt.placed = true;
                 self.held += rebuilt.cost();
                 self.seq += 1;
                 self.scheduled.insert((now + offset, self.seq), rebuilt);
@@ -402,6 +406,7 @@ impl Repair {
                     geometry,
                     shard,
                     lap,
+                    placed: true,
                     payload,
                 };
                 self.seq += 1;
@@ -513,10 +518,25 @@ impl Repair {
             if !slot.done {
                 let room = self.budget.saturating_sub(self.held);
                 let lap = slot.lap;
+                let passed = slot.present;
+                let span = slot.last.saturating_sub(slot.first);
                 let rebuilt = judge(id, slot, room, &mut self.coder, &mut self.figures, lap, true);
-                for (rebuilt, _) in rebuilt {
+                // Sent a writer's gap apart (the stripe's own pace, within the quiet time), not
+                // back to back: a burst then takes few of them.
+                let count = rebuilt.len() as u32;
+                let gap = if passed > 1 && count > 0 {
+                    (span / (passed - 1)).min(self.quiet / count)
+                } else {
+                    Duration::ZERO
+                };
+                for (n, (rebuilt, _)) in rebuilt.into_iter().enumerate() {
                     self.held += rebuilt.cost();
-                    self.out.push_back(rebuilt);
+                    if n == 0 || gap.is_zero() {
+                        self.out.push_back(rebuilt);
+                    } else {
+                        self.seq += 1;
+                        self.scheduled.insert((now + gap * n as u32, self.seq), rebuilt);
+                    }
                 }
                 // The copies kept to be moved cost what fragments waiting to go do.
                 let kept: u64 = slot.moving.iter().map(|(_, p, _)| slot.moving_cost(p)).sum();
@@ -580,9 +600,10 @@ impl Repair {
     /// Whether a fragment scheduled for its place in a pass is still wanted there: the stripe
     /// is still in that lap, and the fragment's copy has not passed.
     fn wanted(&self, rebuilt: &Rebuilt) -> bool {
-        self.slots.get(&rebuilt.id).is_some_and(|slot| {
-            slot.lap == rebuilt.lap && !slot.seen[usize::from(rebuilt.shard)]
-        })
+        !rebuilt.placed
+            || self.slots.get(&rebuilt.id).is_some_and(|slot| {
+                slot.lap == rebuilt.lap && !slot.seen[usize::from(rebuilt.shard)]
+            })
     }
 
     /// Forgets the rebuilt fragments waiting to be sent of versions of `key` older than
@@ -624,6 +645,9 @@ impl Repair {
                     return None;
                 }
                 let rebuilt = first.remove();
+                if !rebuilt.placed {
+                    break rebuilt;
+                }
                 let wanted = match self.slots.get_mut(&rebuilt.id) {
                     Some(slot) if slot.lap == rebuilt.lap => {
                         let at = usize::from(rebuilt.shard);
@@ -793,6 +817,7 @@ fn rebuilt(id: StripeId, slot: &Slot, shard: u16, lap: u8) -> Rebuilt {
         geometry: slot.geometry,
         shard,
         lap,
+        placed: false,
         payload: payloads[usize::from(shard) * chunk..][..len].to_vec(),
     }
 }

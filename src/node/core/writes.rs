@@ -51,7 +51,9 @@ pub struct PutJob {
     /// The current row may not start before this time.
     ready_at: Duration,
     /// When the first row went, and rows started since: row `r` is due at
-    /// `started + r * spacing`, so a late wake-up catches up instead of stretching the spread.
+    /// `started + r * spacing`, so a late wake-up catches up instead of stretching the spread,
+    /// but at twice the pace at most (half a spacing between rows), never back to back: rows
+    /// sent together are what one burst of losses takes at once.
     started: Option<Duration>,
     rows: u32,
 }
@@ -146,7 +148,7 @@ impl PutJob {
                 self.offset = 0;
                 if !self.spacing.is_zero() {
                     self.rows += 1;
-                    self.ready_at = started + self.spacing * self.rows;
+                    self.ready_at = (started + self.spacing * self.rows).max(now + self.spacing / 2);
                     if self.ready_at > now {
                         return Emit::Wait(self.ready_at);
                     }
@@ -294,7 +296,8 @@ mod tests {
         assert_eq!(rows.len(), 11);
         assert!(rows.iter().all(|&n| n == 3), "{rows:?}");
         assert_eq!(job.waits_until(now), None);
-        // A late caller catches up: rows already due go at once.
+        // A late caller catches up, at twice the pace: a row already due waits half a spacing
+        // after the one before.
         let mut job = PutJob::new(
             1,
             b"k".to_vec().into(),
@@ -313,6 +316,11 @@ mod tests {
         while let Emit::Frame(_) = job.emit(&mut buf, 7, &mut coder, late) {
             sent += 1;
         }
-        assert_eq!(sent, 6 * 3, "rows 0 to 5 are due 5.5 ms in");
+        assert_eq!(sent, 3, "row 0 goes whole, then row 1 waits");
+        assert_eq!(
+            job.waits_until(late),
+            Some(late + Duration::from_micros(500)),
+            "half the 1 ms spacing after the row before"
+        );
     }
 }
