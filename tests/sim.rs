@@ -92,10 +92,16 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
         "core, Known::NotRebuilt, fixed in 8d8d900: a fragment whose payload the slot held from \
          a pass before was never rebuilt",
     ),
-    (147, "core, Known::RepairChurn, fixed by laps: two copies half a lap apart"),
+    (
+        147,
+        "core, Known::RepairChurn, fixed by laps: two copies half a lap apart",
+    ),
     (8, "core, Known::RepairChurn, fixed by laps"),
     (85, "core, Known::RepairChurn, fixed by laps"),
-    (309, "core, Known::RepairChurn, fixed by laps: churn took a slow node's send rate"),
+    (
+        309,
+        "core, Known::RepairChurn, fixed by laps: churn took a slow node's send rate",
+    ),
     (
         1000271,
         "core, Known::RepairChurn, fixed by laps: a GET missed what its node rebuilt",
@@ -104,6 +110,11 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
         2982,
         "core, Known::RebuiltObsolete: a rebuilt fragment of an overwritten version sent \
          (fixed: Repair::drop_older)",
+    ),
+    (
+        3274,
+        "core, laps: a fragment rebuilt behind its stripe, not moved (no room), rebuilt again \
+         every lap just before it came",
     ),
     (
         372,

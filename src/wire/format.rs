@@ -270,7 +270,10 @@ pub fn max_chunk_len(max_datagram: usize, key_len: usize) -> usize {
 /// holds taken as zero.
 pub fn compute_checksum(datagram: &[u8]) -> u32 {
     let lap_hole = matches!(
-        datagram.get(field::TYPE).copied().and_then(FrameType::from_code),
+        datagram
+            .get(field::TYPE)
+            .copied()
+            .and_then(FrameType::from_code),
         Some(FrameType::Data | FrameType::Parity)
     );
     let holes: &[Range<usize>] = if lap_hole {

@@ -8,8 +8,8 @@
 use core::ops::Range;
 
 use super::format::{
-    compute_checksum, field, lap_check, Error, FrameType, Geometry, DATA_HEADER_LEN, FORMAT_VERSION,
-    HEADER_LEN, MAGIC, MAX_KEY_LEN, PROBE_LEN, TAG_LEN, TOMBSTONE_HEADER_LEN,
+    compute_checksum, field, lap_check, Error, FrameType, Geometry, DATA_HEADER_LEN,
+    FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_KEY_LEN, PROBE_LEN, TAG_LEN, TOMBSTONE_HEADER_LEN,
 };
 
 fn read_u16(buf: &[u8], at: Range<usize>) -> u16 {

@@ -18,9 +18,9 @@ mod repr;
 pub(crate) mod tests;
 
 pub use format::{
-    chunk, compute_checksum, fragment_count, interleaved, lap_check, max_chunk_len, write_lap, Error, FrameType,
-    Geometry, DATA_HEADER_LEN, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_KEY_LEN, MAX_STRIPE_DATA,
-    MAX_STRIPE_PARITY, PROBE_LEN, TAG_LEN, TOMBSTONE_HEADER_LEN,
+    chunk, compute_checksum, fragment_count, interleaved, lap_check, max_chunk_len, write_lap,
+    Error, FrameType, Geometry, DATA_HEADER_LEN, FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_KEY_LEN,
+    MAX_STRIPE_DATA, MAX_STRIPE_PARITY, PROBE_LEN, TAG_LEN, TOMBSTONE_HEADER_LEN,
 };
 pub use frame::{DataFrame, Frame, Kind, ProbeFrame, TombstoneFrame};
 pub use repr::{DataRepr, ProbeRepr, TombstoneRepr};

@@ -5,8 +5,8 @@
 //! keeps the fields consistent (see each `Repr`), or receivers reject the frame.
 
 use super::format::{
-    compute_checksum, field, lap_check, FrameType, Geometry, DATA_HEADER_LEN, FORMAT_VERSION, MAGIC,
-    PROBE_LEN, TOMBSTONE_HEADER_LEN,
+    compute_checksum, field, lap_check, FrameType, Geometry, DATA_HEADER_LEN, FORMAT_VERSION,
+    MAGIC, PROBE_LEN, TOMBSTONE_HEADER_LEN,
 };
 
 /// Writes the common header with a zero checksum, zero flags and key epoch 0 (in the clear).

@@ -113,6 +113,10 @@ struct Slot {
     lag: Duration,
     /// Remembered at least until then: the copies of moved fragments are still to come.
     until: Duration,
+    /// How long the pass before took from its first fragment to its last (a fragment that was
+    /// rebuilt behind the stripe, and not moved, comes as late every lap): the pass is not
+    /// judged before that much time after its first fragment.
+    expect: Duration,
     /// The current pass is whole, or was made whole.
     done: bool,
     /// The current pass found no room for its payloads (counted once).
@@ -184,6 +188,8 @@ fn release(slot: &mut Slot, pool: &mut Vec<Vec<u8>>, held: &mut u64) {
 struct Passed {
     lap: u8,
     until: Duration,
+    /// From its first fragment to its last: the next pass is waited for that long at least.
+    span: Duration,
 }
 
 /// A rebuilt fragment waiting to be sent.
@@ -324,6 +330,7 @@ impl Repair {
             stripe: frame.stripe(),
         };
         let shard = usize::from(frame.shard());
+        let mut expect = Duration::ZERO;
         if !self.passed.is_empty() && !self.slots.contains_key(&id) {
             if let Some(passed) = self.passed.get(&id) {
                 if lap.wrapping_sub(passed.lap) as i8 <= 0 {
@@ -331,6 +338,7 @@ impl Repair {
                     self.figures.duplicates += 1;
                     return Verdict::Duplicate;
                 }
+                expect = passed.span;
                 self.passed.remove(&id);
                 self.held -= PASSED_COST;
             }
@@ -360,6 +368,7 @@ impl Repair {
                     last: now,
                     lag: Duration::ZERO,
                     until: now,
+                    expect,
                     done: false,
                     no_room: false,
                     moving: Vec::new(),
@@ -382,7 +391,15 @@ impl Repair {
             let mut late = Vec::new();
             if !slot.done {
                 let room = self.budget.saturating_sub(self.held);
-                late = judge(id, slot, room, &mut self.coder, &mut self.figures, lap, false);
+                late = judge(
+                    id,
+                    slot,
+                    room,
+                    &mut self.coder,
+                    &mut self.figures,
+                    lap,
+                    false,
+                );
             }
             end_pass(slot, &mut self.figures);
             slot.begin_pass(lap, now);
@@ -502,9 +519,13 @@ impl Repair {
             let Some(slot) = self.slots.get_mut(&id) else {
                 continue;
             };
-            if slot.last + self.quiet > now {
-                // Fragments still came: look again once it has been quiet for long enough.
-                self.timers.push(Reverse((slot.last + self.quiet, id)));
+            let judge_at = (slot.last + self.quiet).max(slot.first + slot.expect + self.quiet / 4);
+            if judge_at >= now {
+                // Fragments still came: look again once it has been quiet for long enough. A
+                // stripe is judged strictly after its quiet time: a fragment rebuilt at that
+                // very moment a lap ago comes at that very moment now, and is not missing.
+                let again = judge_at + Duration::from_nanos(1);
+                self.timers.push(Reverse((again.max(now), id)));
                 continue;
             }
             let version = Version {
@@ -520,7 +541,15 @@ impl Repair {
                 let lap = slot.lap;
                 let passed = slot.present;
                 let span = slot.last.saturating_sub(slot.first);
-                let rebuilt = judge(id, slot, room, &mut self.coder, &mut self.figures, lap, true);
+                let rebuilt = judge(
+                    id,
+                    slot,
+                    room,
+                    &mut self.coder,
+                    &mut self.figures,
+                    lap,
+                    true,
+                );
                 // Sent a writer's gap apart (the stripe's own pace, within the quiet time), not
                 // back to back: a burst then takes few of them.
                 let count = rebuilt.len() as u32;
@@ -535,11 +564,16 @@ impl Repair {
                         self.out.push_back(rebuilt);
                     } else {
                         self.seq += 1;
-                        self.scheduled.insert((now + gap * n as u32, self.seq), rebuilt);
+                        self.scheduled
+                            .insert((now + gap * n as u32, self.seq), rebuilt);
                     }
                 }
                 // The copies kept to be moved cost what fragments waiting to go do.
-                let kept: u64 = slot.moving.iter().map(|(_, p, _)| slot.moving_cost(p)).sum();
+                let kept: u64 = slot
+                    .moving
+                    .iter()
+                    .map(|(_, p, _)| slot.moving_cost(p))
+                    .sum();
                 self.held += kept;
                 if !slot.moving.is_empty() {
                     slot.lag = now.saturating_sub(slot.first);
@@ -561,7 +595,15 @@ impl Repair {
                 let mut slot = self.slots.remove(&id).expect("looked up above");
                 if slot.done && slot.moving.is_empty() && self.held + PASSED_COST <= self.budget {
                     let until = slot.last + self.next_lap;
-                    self.passed.insert(id, Passed { lap: slot.lap, until });
+                    let span = slot.last.saturating_sub(slot.first);
+                    self.passed.insert(
+                        id,
+                        Passed {
+                            lap: slot.lap,
+                            until,
+                            span,
+                        },
+                    );
                     self.passed_order.push_back((until, id));
                     self.held += PASSED_COST;
                 }

@@ -148,7 +148,8 @@ impl PutJob {
                 self.offset = 0;
                 if !self.spacing.is_zero() {
                     self.rows += 1;
-                    self.ready_at = (started + self.spacing * self.rows).max(now + self.spacing / 2);
+                    self.ready_at =
+                        (started + self.spacing * self.rows).max(now + self.spacing / 2);
                     if self.ready_at > now {
                         return Emit::Wait(self.ready_at);
                     }
