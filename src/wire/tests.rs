@@ -838,6 +838,11 @@ fn known_vector() {
     ];
     assert_eq!(&buf[..len], &expected[..]);
     assert_eq!(compute_checksum(&buf[..len]), u32::from_be_bytes(CRC));
+    // One hop later: lap 1, its check 0x80, the same checksum.
+    write_lap(&mut buf[..len], 1);
+    assert_eq!(&buf[54..56], &[0x01, 0x80]);
+    assert_eq!(compute_checksum(&buf[..len]), u32::from_be_bytes(CRC));
+    Frame::new_checked(&buf[..len]).unwrap();
     Frame::new_checked(&buf[..len]).unwrap();
 }
 
