@@ -172,7 +172,8 @@ impl Slot {
 
 fn slot_cost(geometry: &Geometry, stripe: u32, key: usize) -> u64 {
     let shards = u64::from(geometry.shards_in(stripe));
-    shards * 2 + key as u64 + SLOT_OVERHEAD
+    // `seen`, `copied` and `at`.
+    shards * 18 + key as u64 + SLOT_OVERHEAD
 }
 
 /// Gives back the payloads `slot` holds, if any.
