@@ -112,6 +112,11 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
          (fixed: Repair::drop_older)",
     ),
     (
+        2469,
+        "core, Known::RepairBacklog: rebuilt fragments sent laps late took a slow node's send \
+         rate",
+    ),
+    (
         3274,
         "core, laps: a fragment rebuilt behind its stripe, not moved (no room), rebuilt again \
          every lap just before it came",

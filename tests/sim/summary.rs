@@ -111,13 +111,14 @@ pub enum Known {
     /// rebuilt in the last lap). Fixed in 8d8d900 (the judge rebuilds in place, in the slot's
     /// own buffer, every fragment the pass lacks).
     NotRebuilt,
-    /// The laps of a stripe's fragments scatter (fragments of one write reach a node with laps
-    /// tens apart, modulo 256), passes are mistaken for one another, and rebuilt fragments
-    /// multiply until the run exceeds its event budget. Seed 2469 (corrupt, a node and a
-    /// reflector, 5 frames/ms, 2+5): runaway at 35.8 s, 3,300 laps in. Found by the long seed run
-    /// (seeds 1000 to 2468 pass). Not understood yet; the symptom is the run's event limit,
-    /// which fails every run. Open.
-    LapRunaway,
+    /// A node that cannot send as fast as it mends (5 frames/ms) keeps a backlog of rebuilt
+    /// fragments; each goes out laps after its stripe was judged, when the stripe has moved on,
+    /// so it is a copy from an old lap (its lap is behind: the laps of one write's fragments
+    /// scatter), and the stripe, still short when judged again, is mended again: the rebuilt
+    /// fragments take the whole send rate and the run passes its event budget. Seed 2469
+    /// (corrupt, a node and a reflector, 2+5): runaway at 35.8 s. Fixed: a rebuilt fragment is
+    /// sent only while its stripe is in the lap it was rebuilt for (`Repair::wanted`).
+    RepairBacklog,
 }
 
 impl Known {
@@ -128,15 +129,12 @@ impl Known {
         Known::RebuiltObsolete,
         Known::RepairChurn,
         Known::NotRebuilt,
-        Known::LapRunaway,
+        Known::RepairBacklog,
     ];
 
     /// Whether the bug is fixed: then every run fails on its symptom.
     pub fn fixed(self) -> bool {
-        !matches!(
-            self,
-            Known::NoRoomAsLoss | Known::RebuiltObsolete | Known::LapRunaway
-        )
+        !matches!(self, Known::NoRoomAsLoss | Known::RebuiltObsolete)
     }
 
     /// Seeds that show the symptom of an open bug (the `open_bugs` test runs them).
@@ -144,7 +142,6 @@ impl Known {
         match self {
             Known::NoRoomAsLoss => &[97],
             Known::RebuiltObsolete => &[5384],
-            Known::LapRunaway => &[2469],
             _ => &[],
         }
     }

@@ -240,7 +240,6 @@ pub struct Repair {
     passed_order: VecDeque<(Duration, StripeId)>,
     /// (when to look at a slot again, its id), in time order; one entry per slot at most.
     timers: BinaryHeap<Reverse<(Duration, StripeId)>>,
-    out: VecDeque<Rebuilt>,
     /// Rebuilt fragments to be sent at a time to come (where they belong in their stripe's
     /// pass), by (time, sequence).
     scheduled: BTreeMap<(Duration, u64), Rebuilt>,
@@ -269,7 +268,6 @@ impl Repair {
             passed: IdMap::default(),
             passed_order: VecDeque::new(),
             timers: BinaryHeap::new(),
-            out: VecDeque::new(),
             scheduled: BTreeMap::new(),
             seq: 0,
             budget,
@@ -561,13 +559,9 @@ impl Repair {
                 };
                 for (n, (rebuilt, _)) in rebuilt.into_iter().enumerate() {
                     self.held += rebuilt.cost();
-                    if n == 0 || gap.is_zero() {
-                        self.out.push_back(rebuilt);
-                    } else {
-                        self.seq += 1;
-                        self.scheduled
-                            .insert((now + gap * n as u32, self.seq), rebuilt);
-                    }
+                    self.seq += 1;
+                    self.scheduled
+                        .insert((now + gap * n as u32, self.seq), rebuilt);
                 }
                 // The copies kept to be moved cost what fragments waiting to go do.
                 let kept: u64 = slot
@@ -632,21 +626,30 @@ impl Repair {
 
     /// Whether a rebuilt fragment waits to be sent at `now`.
     pub fn wants_transmit(&self, now: Duration) -> bool {
-        !self.out.is_empty()
-            || self
-                .scheduled
-                .iter()
-                .take_while(|((due, _), _)| *due <= now)
-                .any(|(_, rebuilt)| self.wanted(rebuilt))
+        self.scheduled
+            .iter()
+            .take_while(|((due, _), _)| *due <= now)
+            .any(|(_, rebuilt)| self.wanted(rebuilt))
     }
 
-    /// Whether a fragment scheduled for its place in a pass is still wanted there: the stripe
-    /// is still in that lap, and the fragment's copy has not passed.
+    /// Whether a rebuilt fragment waiting to be sent is still wanted: its stripe is still in
+    /// the lap it was rebuilt for (a node that cannot send as fast as it mends does not send
+    /// a lap's fragments into the next one, where they would be copies, and mend again), and,
+    /// for one sent into its place, its copy has not passed.
     fn wanted(&self, rebuilt: &Rebuilt) -> bool {
-        !rebuilt.placed
-            || self.slots.get(&rebuilt.id).is_some_and(|slot| {
-                slot.lap == rebuilt.lap && !slot.seen[usize::from(rebuilt.shard)]
-            })
+        match self.slots.get(&rebuilt.id) {
+            Some(slot) => {
+                slot.lap == rebuilt.lap
+                    && !(rebuilt.placed && slot.seen[usize::from(rebuilt.shard)])
+            }
+            None => {
+                !rebuilt.placed
+                    && self
+                        .passed
+                        .get(&rebuilt.id)
+                        .is_some_and(|p| p.lap == rebuilt.lap)
+            }
+        }
     }
 
     /// Forgets the rebuilt fragments waiting to be sent of versions of `key` older than
@@ -667,9 +670,6 @@ impl Repair {
                 true
             }
         };
-        if !self.out.is_empty() {
-            self.out.retain_mut(&mut keep);
-        }
         if !self.scheduled.is_empty() {
             self.scheduled.retain(|_, rebuilt| keep(rebuilt));
         }
@@ -680,41 +680,30 @@ impl Repair {
     /// stripe has moved on to another lap (or been forgotten); then `None` comes only if
     /// [`Repair::wants_transmit`] said no.
     pub fn poll_transmit(&mut self, buf: &mut [u8], now: Duration) -> Option<usize> {
-        let rebuilt = match self.out.pop_front() {
-            Some(rebuilt) => rebuilt,
-            None => loop {
-                let first = self.scheduled.first_entry()?;
-                if first.key().0 > now {
-                    return None;
-                }
-                let rebuilt = first.remove();
-                if !rebuilt.placed {
-                    break rebuilt;
-                }
-                let wanted = match self.slots.get_mut(&rebuilt.id) {
-                    Some(slot) if slot.lap == rebuilt.lap => {
-                        let at = usize::from(rebuilt.shard);
-                        let wanted = !slot.seen[at];
-                        if wanted {
-                            slot.seen[at] = true;
-                            slot.at[at] = now;
-                            slot.present += 1;
-                            slot.last = slot.last.max(now);
-                            if slot.present >= slot.shards() {
-                                slot.done = true;
-                                release(slot, &mut self.pool, &mut self.held);
-                            }
-                        }
-                        wanted
-                    }
-                    _ => false,
-                };
-                if wanted {
-                    break rebuilt;
-                }
+        let rebuilt = loop {
+            let first = self.scheduled.first_entry()?;
+            if first.key().0 > now {
+                return None;
+            }
+            let rebuilt = first.remove();
+            if !self.wanted(&rebuilt) {
                 self.held -= rebuilt.cost();
                 recycle(&mut self.pool, Some(rebuilt.payload));
-            },
+                continue;
+            }
+            if rebuilt.placed {
+                let slot = self.slots.get_mut(&rebuilt.id).expect("wanted");
+                let at = usize::from(rebuilt.shard);
+                slot.seen[at] = true;
+                slot.at[at] = now;
+                slot.present += 1;
+                slot.last = slot.last.max(now);
+                if slot.present >= slot.shards() {
+                    slot.done = true;
+                    release(slot, &mut self.pool, &mut self.held);
+                }
+            }
+            break rebuilt;
         };
         self.held -= rebuilt.cost();
         let repr = DataRepr {
