@@ -34,6 +34,10 @@ const SLOT_OVERHEAD: u64 = 128;
 const QUIET_MAX: Duration = Duration::from_millis(100);
 /// The shortest: below it a pass is judged while its own fragments still arrive.
 const QUIET_MIN: Duration = Duration::from_micros(200);
+/// Per-fragment tables of a slot kept for reuse: `seen`, `at`, `copied`.
+type Shell = (Vec<bool>, Vec<Duration>, Vec<bool>);
+/// Most of them kept.
+const MAX_SHELLS: usize = 256;
 /// Bytes charged for remembering the lap of a stripe that passed whole.
 const PASSED_COST: u64 = 64;
 /// How long a stripe is remembered after its last fragment while the loop's period is unknown.
@@ -250,6 +254,8 @@ pub struct Repair {
     coder: Coder,
     /// Reused payload buffers.
     pool: Vec<Vec<u8>>,
+    /// Reused per-fragment tables of slots (`seen`, `at`, `copied`).
+    shells: Vec<Shell>,
     /// Half the shortest loop period: how long a whole stripe is remembered after its last
     /// fragment, for copies of it to be told.
     window: Duration,
@@ -275,6 +281,7 @@ impl Repair {
             figures: RepairFigures::default(),
             coder: Coder::new(),
             pool: Vec::new(),
+            shells: Vec::new(),
             window: WINDOW_UNKNOWN,
             quiet: QUIET_MAX,
             next_lap: WINDOW_UNKNOWN * 3,
@@ -353,16 +360,25 @@ impl Repair {
                 }
                 self.held += cost;
                 let shards = geometry.shards_in(id.stripe) as usize;
+                // The per-fragment tables of a forgotten slot, reused: a slot lives for one pass
+                // of its stripe, so one is made and one forgotten for every stripe every lap.
+                let mut shell = self.shells.pop().unwrap_or_default();
+                shell.0.clear();
+                shell.0.resize(shards, false);
+                shell.1.clear();
+                shell.1.resize(shards, now);
+                shell.2.clear();
+                shell.2.resize(shards, false);
                 let slot = Slot {
                     geometry,
                     stripe: id.stripe,
                     key: key.into(),
                     lap,
-                    seen: vec![false; shards],
-                    at: vec![now; shards],
+                    seen: shell.0,
+                    at: shell.1,
                     present: 0,
                     payloads: None,
-                    copied: vec![false; shards],
+                    copied: shell.2,
                     first: now,
                     last: now,
                     lag: Duration::ZERO,
@@ -609,6 +625,9 @@ impl Repair {
                     recycle(&mut self.pool, Some(payload));
                 }
                 self.held -= slot.cost();
+                if self.shells.len() < MAX_SHELLS {
+                    self.shells.push((slot.seen, slot.at, slot.copied));
+                }
             } else {
                 let at = (slot.last + keep).max(slot.until).max(now + self.quiet);
                 self.timers.push(Reverse((at, id)));
