@@ -117,6 +117,11 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
          rate",
     ),
     (
+        4778,
+        "core, Known::RepairChurn: a stripe turned away for want of room, then tracked from \
+         its second fragment, was mended with a copy of its first",
+    ),
+    (
         3274,
         "core, laps: a fragment rebuilt behind its stripe, not moved (no room), rebuilt again \
          every lap just before it came",

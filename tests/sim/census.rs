@@ -5,7 +5,7 @@
 //! its stripes have parity), and none is missing if the write was confirmed and no stripe of it
 //! ever lost more positions than its parity (the nodes rebuild what a stripe lacks as it passes).
 //! And nothing is rebuilt from two laps after the faults stopped on: nothing is lost any more.
-//! Copies, and fragments rebuilt late, are symptoms of `Known::RepairChurn` (open for one seed), and so is a
+//! Copies, and fragments rebuilt late, are symptoms of `Known::RepairChurn` (fixed), and so is a
 //! fragment missing when the nodes still rebuild fragments of its write a lap before the census;
 //! a fragment missing otherwise is `Known::NotRebuilt` (fixed: it fails the run).
 //!

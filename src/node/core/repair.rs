@@ -125,6 +125,10 @@ struct Slot {
     done: bool,
     /// The current pass found no room for its payloads (counted once).
     no_room: bool,
+    /// The slot was made while the repair was turning stripes away for want of room: the
+    /// pass may have begun before it, with fragments that passed unseen, so it is not mended
+    /// (that would send copies of them). The next pass is seen whole.
+    partial: bool,
     /// Fragments rebuilt a quiet spell after the rest of their pass, with their payloads and
     /// where in the pass they belong (time after its head): they went out behind their stripe,
     /// so on its next lap they are sent again in their place and the copies that come behind
@@ -171,6 +175,7 @@ impl Slot {
         self.present = 0;
         self.done = false;
         self.no_room = false;
+        self.partial = false;
     }
 }
 
@@ -254,6 +259,8 @@ pub struct Repair {
     coder: Coder,
     /// Reused payload buffers.
     pool: Vec<Vec<u8>>,
+    /// When a stripe was last turned away for want of room.
+    turned_away: Option<Duration>,
     /// Reused per-fragment tables of slots (`seen`, `at`, `copied`).
     shells: Vec<Shell>,
     /// Half the shortest loop period: how long a whole stripe is remembered after its last
@@ -281,6 +288,7 @@ impl Repair {
             figures: RepairFigures::default(),
             coder: Coder::new(),
             pool: Vec::new(),
+            turned_away: None,
             shells: Vec::new(),
             window: WINDOW_UNKNOWN,
             quiet: QUIET_MAX,
@@ -356,9 +364,13 @@ impl Repair {
                 let cost = slot_cost(&geometry, id.stripe, key.len());
                 if self.held + cost > self.budget {
                     self.figures.untracked += 1;
+                    self.turned_away = Some(now);
                     return Verdict::Forward(lap);
                 }
                 self.held += cost;
+                let partial = self
+                    .turned_away
+                    .is_some_and(|at| now.saturating_sub(at) < self.window.max(self.quiet));
                 let shards = geometry.shards_in(id.stripe) as usize;
                 // The per-fragment tables of a forgotten slot, reused: a slot lives for one pass
                 // of its stripe, so one is made and one forgotten for every stripe every lap.
@@ -386,6 +398,7 @@ impl Repair {
                     expect,
                     done: false,
                     no_room: false,
+                    partial,
                     moving: Vec::new(),
                     timer: false,
                 };
@@ -776,6 +789,10 @@ fn judge(
 ) -> Vec<(Rebuilt, Duration)> {
     if slot.present >= slot.shards() {
         slot.done = true;
+        return Vec::new();
+    }
+    if slot.partial {
+        figures.untracked += 1;
         return Vec::new();
     }
     // What the node holds of the stripe counts, not only this pass: a hop that stalled can
