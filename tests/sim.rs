@@ -122,6 +122,10 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
          its second fragment, was mended with a copy of its first",
     ),
     (
+        5623,
+        "core: a GET missed the fragments its own node rebuilt and sent (their copies dropped)",
+    ),
+    (
         3274,
         "core, laps: a fragment rebuilt behind its stripe, not moved (no room), rebuilt again \
          every lap just before it came",

@@ -95,9 +95,9 @@ pub enum Known {
     /// request never answered, postponed by more rebuilt fragments than the network ever
     /// destroyed). Fixed: fragments carry their lap (wire `lap`, one more at every node), so a
     /// copy is told from the next lap exactly, whatever the timing; a fragment rebuilt behind its
-    /// stripe is moved to the stripe's head on the next lap (repair.rs `moving`), so a stripe
-    /// stays together and its next pass is not judged before its last fragment. Open again
-    /// for one seed of the long run: 4778 (chaos, ring of 2, 544 ms laps, 1+1): after the faults
+    /// stripe is moved into its place on the next lap (repair.rs `moving`), so a stripe stays
+    /// together and its next pass is not judged before its last fragment. Then one seed of the
+    /// long run: 4778 (chaos, ring of 2, 544 ms laps, 1+1): after the faults
     /// stop, node 0 sends rebuilt copies of shard 0 of stripes 8 and 9 of write #388 at
     /// 131536.276 ms, 100 ms (the longest quiet time) after both stripes passed it whole in lap
     /// 8, with lap 8 on the wire; from then on both nodes rebuild fragments of the write every

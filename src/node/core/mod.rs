@@ -338,6 +338,24 @@ impl Core {
         }
     }
 
+    /// A fragment this node rebuilt, on its way out: a GET waiting here counts it as passed
+    /// (its copy, if one comes, is dropped, and the next lap is one lap away).
+    fn offer_rebuilt(&mut self, datagram: &[u8]) {
+        let Ok(frame) = Frame::new_checked(datagram) else {
+            return;
+        };
+        let version = Version {
+            hlc: frame.hlc(),
+            origin: frame.origin(),
+        };
+        if let Kind::Data(data) | Kind::Parity(data) = frame.kind() {
+            let floor = self.records.get(data.key()).map(|r| r.version);
+            if let Some(done) = self.reassembly.offer(&data, version, floor) {
+                self.finish_gets(done.waiters, done.value);
+            }
+        }
+    }
+
     fn finish_gets(&mut self, waiters: Vec<RequestId>, value: Result<Vec<u8>, u64>) {
         let mut value = Some(value);
         let last = waiters.len().saturating_sub(1);
@@ -811,6 +829,9 @@ impl Core {
         }
         if self.repair.wants_transmit(now.mono) {
             if let Some(len) = self.repair.poll_transmit(buf, now.mono) {
+                if !self.reassembly.is_empty() {
+                    self.offer_rebuilt(&buf[..len]);
+                }
                 return Some(len);
             }
         }
