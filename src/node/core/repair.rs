@@ -12,9 +12,13 @@
 //! lap. A fragment that comes a second time in one lap is a copy (a network duplicate, or an
 //! original that was only delayed and has been rebuilt meanwhile): the core drops it, so every
 //! fragment circulates once. Judging a pass too early costs work, never a fragment: whatever
-//! comes after the judgement is a copy of what was rebuilt. Nothing is held beyond the stripes
-//! passing now, and never more bytes than its budget (`--max-repair`): a stripe that finds no
-//! room passes untracked (counted).
+//! comes after the judgement is a copy of what was rebuilt. Rebuilt fragments go out a
+//! stripe's gap apart, and on the next lap are sent again into their place in the stripe (the
+//! copies behind it dropped), so that a stripe keeps its writer's spread. What it holds: the
+//! payloads of a stripe while it passes, a copy of the fragments it rebuilt until their next
+//! lap, and 64 bytes per stripe that passed whole until its next lap (to drop stray copies of
+//! it); never more bytes than its budget (`--max-repair`): a stripe that finds no room passes
+//! untracked (counted).
 //!
 //! It must not decide what the loop keeps otherwise (versions, deletions are the core's), and
 //! it has no clock: times come in with each call.
