@@ -348,22 +348,21 @@ impl Repair {
             stripe: frame.stripe(),
         };
         let shard = usize::from(frame.shard());
-        let mut expect = Duration::ZERO;
-        if !self.passed.is_empty() && !self.slots.contains_key(&id) {
-            if let Some(passed) = self.passed.get(&id) {
-                if lap.wrapping_sub(passed.lap) as i8 <= 0 {
-                    // The stripe passed whole in this lap: this is a copy.
-                    self.figures.duplicates += 1;
-                    return Verdict::Duplicate;
-                }
-                expect = passed.span;
-                self.passed.remove(&id);
-                self.held -= PASSED_COST;
-            }
-        }
         let slot = match self.slots.get_mut(&id) {
             Some(slot) => slot,
             None => {
+                // A stripe's first fragment in a pass: one lookup more, not one per fragment.
+                let mut expect = Duration::ZERO;
+                if let Some(passed) = self.passed.get(&id) {
+                    if lap.wrapping_sub(passed.lap) as i8 <= 0 {
+                        // The stripe passed whole in this lap: this is a copy.
+                        self.figures.duplicates += 1;
+                        return Verdict::Duplicate;
+                    }
+                    expect = passed.span;
+                    self.passed.remove(&id);
+                    self.held -= PASSED_COST;
+                }
                 let key = frame.key();
                 let cost = slot_cost(&geometry, id.stripe, key.len());
                 if self.held + cost > self.budget {
